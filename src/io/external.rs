@@ -1,0 +1,128 @@
+//! External tensor data: path rules, bounds checks and lazy reads on load; placement on save.
+//!
+//! A location must be a relative path inside the model's folder: no absolute path, no `..`, no NUL, and no
+//! symlink that leads out of the folder. Offset and length are checked against the file's size at load; the
+//! bytes are mapped on first use.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::io::source::map_file;
+
+/// One external data file, mapped lazily.
+#[derive(Debug)]
+pub struct ExternalFile {
+    pub path: PathBuf,
+    pub len: u64,
+    map: OnceLock<Bytes>,
+}
+
+impl ExternalFile {
+    /// `length` bytes at `offset` (checked against the size seen at load).
+    pub fn slice(&self, offset: u64, length: u64) -> Result<Bytes> {
+        let map = match self.map.get() {
+            Some(m) => m,
+            None => {
+                let m = map_file(&self.path)?;
+                self.map.get_or_init(|| m)
+            }
+        };
+        let end = offset
+            .checked_add(length)
+            .filter(|e| *e <= map.len() as u64)
+            .ok_or_else(|| Error::Invalid {
+                file: Some(self.path.clone()),
+                at: format!("range {offset}+{length}"),
+                msg: format!(
+                    "past the end of the file ({} bytes; did it change since load?)",
+                    map.len()
+                ),
+            })?;
+        Ok(map.slice(offset as usize..end as usize))
+    }
+}
+
+/// Resolves `external_data` locations against the model's folder.
+#[derive(Debug)]
+pub struct Resolver {
+    base: Option<PathBuf>,
+    files: HashMap<String, Arc<ExternalFile>>,
+}
+
+impl Resolver {
+    /// `base` is the folder of the model file; `None` for a model loaded from bytes (external data refused).
+    pub fn new(base: Option<&Path>) -> Resolver {
+        Resolver {
+            base: base.map(Path::to_path_buf),
+            files: HashMap::new(),
+        }
+    }
+
+    /// Check `location` and return the shared handle of the file it names.
+    pub fn open(&mut self, location: &str) -> std::result::Result<Arc<ExternalFile>, String> {
+        if let Some(f) = self.files.get(location) {
+            return Ok(f.clone());
+        }
+        check_location(location)?;
+        let Some(base) = &self.base else {
+            return Err(
+                "model was loaded from memory: external data has no folder to resolve against"
+                    .into(),
+            );
+        };
+        let path = base.join(location);
+        let canon_base = base
+            .canonicalize()
+            .map_err(|e| format!("model folder {}: {e}", base.display()))?;
+        let canon = path
+            .canonicalize()
+            .map_err(|e| format!("external data file '{location}': {e}"))?;
+        if !canon.starts_with(&canon_base) {
+            return Err(format!("external data location '{location}' leads outside the model folder (via a symlink)"));
+        }
+        let meta = std::fs::metadata(&canon)
+            .map_err(|e| format!("external data file '{location}': {e}"))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "external data location '{location}' is not a regular file"
+            ));
+        }
+        let file = Arc::new(ExternalFile {
+            path,
+            len: meta.len(),
+            map: OnceLock::new(),
+        });
+        self.files.insert(location.to_string(), file.clone());
+        Ok(file)
+    }
+}
+
+/// The lexical rules for a location (also applied to names we write).
+pub fn check_location(location: &str) -> std::result::Result<(), String> {
+    if location.is_empty() {
+        return Err("external data location is empty".into());
+    }
+    if location.contains('\0') {
+        return Err(format!(
+            "external data location {location:?} contains a NUL byte"
+        ));
+    }
+    let p = Path::new(location);
+    if p.is_absolute()
+        || location.starts_with('/')
+        || location.starts_with('\\')
+        || location.get(1..2) == Some(":")
+    {
+        return Err(format!("external data location '{location}' is absolute; only paths relative to the model folder are allowed"));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir))
+        || location.split(['/', '\\']).any(|c| c == "..")
+    {
+        return Err(format!("external data location '{location}' contains '..'"));
+    }
+    Ok(())
+}

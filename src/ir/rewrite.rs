@@ -1,0 +1,637 @@
+//! `Patch` + `Graph::apply`: the one door through which a graph changes.
+//!
+//! A pass reads `&Graph`, queues edits in a `Patch` (new values and nodes, replace-all-uses, rewired inputs,
+//! erased nodes, attribute and initializer edits, graph output retargeting) and hands it to `Graph::apply`,
+//! which performs them in a fixed order, keeps use lists and the name index right, places new nodes in a stable
+//! topological order and returns a `ChangeLog` of what really changed. Graph outputs move only on an explicit
+//! `set_graph_output`.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::attr::Attribute;
+use crate::ir::graph::{Graph, GraphIo};
+use crate::ir::ids::{NodeId, ValueId};
+use crate::ir::names::NameAuthority;
+use crate::ir::node::{Node, OpKey};
+use crate::ir::order::stable_topo;
+use crate::ir::tensor::Tensor;
+use crate::ir::value::{Use, UseSlot, ValueDef, ValueInfo};
+
+/// A value in a patch: one that exists, or the k-th value the patch creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValRef {
+    Old(ValueId),
+    New(usize),
+}
+
+impl From<ValueId> for ValRef {
+    fn from(v: ValueId) -> ValRef {
+        ValRef::Old(v)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct NewValue {
+    name: String,
+    init: Option<Tensor>,
+}
+
+/// A node a patch adds. Leave `name` empty to get a fresh `<anchor>/<pass>_<k>` name.
+#[derive(Clone, Debug)]
+pub struct NewNode {
+    pub name: Option<String>,
+    pub op: OpKey,
+    pub inputs: Vec<Option<ValRef>>,
+    pub outputs: Vec<ValRef>,
+    pub attrs: Vec<Attribute>,
+}
+
+#[derive(Clone, Debug)]
+enum Edit {
+    ReplaceUses(ValueId, ValRef),
+    SetInput(NodeId, usize, Option<ValRef>),
+    Erase(NodeId),
+    SetAttr(NodeId, Attribute),
+    RemoveAttr(NodeId, String),
+    SetInit(ValueId, Tensor),
+    RemoveInit(ValueId),
+    SetOutput(usize, ValRef),
+    Reorder(Vec<NodeId>),
+}
+
+/// Queued edits against one graph.
+#[derive(Clone, Debug)]
+pub struct Patch {
+    pass: String,
+    names: NameAuthority,
+    values: Vec<NewValue>,
+    nodes: Vec<NewNode>,
+    edits: Vec<Edit>,
+}
+
+/// One real change, by names (never ids), for reports and snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    NodeAdded {
+        node: String,
+        op: String,
+    },
+    NodeErased {
+        node: String,
+        op: String,
+    },
+    UsesReplaced {
+        from: String,
+        to: String,
+        uses: usize,
+    },
+    InputSet {
+        node: String,
+        slot: usize,
+        to: String,
+    },
+    AttrSet {
+        node: String,
+        attr: String,
+    },
+    AttrRemoved {
+        node: String,
+        attr: String,
+    },
+    InitializerAdded {
+        name: String,
+    },
+    InitializerReplaced {
+        name: String,
+    },
+    InitializerRemoved {
+        name: String,
+    },
+    OutputSet {
+        index: usize,
+        to: String,
+    },
+    Reordered {
+        nodes: usize,
+    },
+}
+
+/// What `apply` did. `is_empty()` means the graph is exactly as before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChangeLog {
+    pub changes: Vec<Change>,
+}
+
+impl ChangeLog {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+    pub fn extend(&mut self, other: ChangeLog) {
+        self.changes.extend(other.changes);
+    }
+}
+
+impl Patch {
+    pub fn new(pass: &str) -> Patch {
+        Patch {
+            pass: pass.to_string(),
+            names: NameAuthority::default(),
+            values: vec![],
+            nodes: vec![],
+            edits: vec![],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.nodes.is_empty() && self.edits.is_empty()
+    }
+
+    /// A fresh name `<anchor>/<pass>_<k>` unused in the graph and this patch.
+    pub fn fresh_name(&mut self, graph: &Graph, anchor: &str) -> String {
+        let pass = self.pass.replace('-', "_");
+        self.names.fresh(graph, anchor, &pass)
+    }
+
+    /// A new value named `<anchor>/<pass>_<k>`, defined later by a new node.
+    pub fn new_value(&mut self, graph: &Graph, anchor: &str) -> ValRef {
+        let name = self.fresh_name(graph, anchor);
+        self.values.push(NewValue { name, init: None });
+        ValRef::New(self.values.len() - 1)
+    }
+
+    /// A new initializer; its name is `<anchor>/<pass>_<k>` (the tensor's own name is overwritten to match).
+    pub fn add_initializer(&mut self, graph: &Graph, anchor: &str, mut tensor: Tensor) -> ValRef {
+        let name = self.fresh_name(graph, anchor);
+        tensor.name = Some(name.clone());
+        self.values.push(NewValue {
+            name,
+            init: Some(tensor),
+        });
+        ValRef::New(self.values.len() - 1)
+    }
+
+    /// Add a node; returns its outputs. `n_outputs` fresh values are made for it.
+    pub fn add_node(
+        &mut self,
+        graph: &Graph,
+        anchor: &str,
+        op: OpKey,
+        inputs: Vec<Option<ValRef>>,
+        attrs: Vec<Attribute>,
+        n_outputs: usize,
+    ) -> Vec<ValRef> {
+        let name = self.fresh_name(graph, anchor);
+        let outputs: Vec<ValRef> = (0..n_outputs)
+            .map(|_| self.new_value(graph, &name))
+            .collect();
+        self.nodes.push(NewNode {
+            name: Some(name),
+            op,
+            inputs,
+            outputs: outputs.clone(),
+            attrs,
+        });
+        outputs
+    }
+
+    /// Add a fully specified node (outputs made with `new_value`).
+    pub fn add_node_spec(&mut self, node: NewNode) {
+        self.nodes.push(node);
+    }
+
+    /// Every use of `from` by a node that exists before this patch now reads `to`. Graph outputs stay.
+    pub fn replace_all_uses(&mut self, from: ValueId, to: ValRef) {
+        self.edits.push(Edit::ReplaceUses(from, to));
+    }
+
+    pub fn set_input(&mut self, node: NodeId, slot: usize, to: Option<ValRef>) {
+        self.edits.push(Edit::SetInput(node, slot, to));
+    }
+
+    /// Erase a node. Its outputs must have no uses left once the patch's other edits are done.
+    pub fn erase_node(&mut self, node: NodeId) {
+        self.edits.push(Edit::Erase(node));
+    }
+
+    /// Set (add or overwrite) an attribute.
+    pub fn set_attr(&mut self, node: NodeId, attr: Attribute) {
+        self.edits.push(Edit::SetAttr(node, attr));
+    }
+
+    pub fn remove_attr(&mut self, node: NodeId, name: &str) {
+        self.edits.push(Edit::RemoveAttr(node, name.to_string()));
+    }
+
+    /// Replace the content of an initializer (its name is kept).
+    pub fn replace_initializer(&mut self, value: ValueId, tensor: Tensor) {
+        self.edits.push(Edit::SetInit(value, tensor));
+    }
+
+    /// Remove an initializer that nothing uses any more (also drops it from the graph inputs if listed there).
+    pub fn remove_initializer(&mut self, value: ValueId) {
+        self.edits.push(Edit::RemoveInit(value));
+    }
+
+    /// Make graph output `index` be `to` (keeping the output's declared ValueInfo).
+    pub fn set_graph_output(&mut self, index: usize, to: ValRef) {
+        self.edits.push(Edit::SetOutput(index, to));
+    }
+
+    /// Reorder the nodes (a permutation of the live nodes; it must be topological).
+    pub fn reorder(&mut self, order: Vec<NodeId>) {
+        self.edits.push(Edit::Reorder(order));
+    }
+}
+
+impl Graph {
+    /// Apply a patch: the only way a graph changes. On error the graph must be discarded (the pipeline does).
+    pub fn apply(&mut self, patch: Patch) -> Result<ChangeLog> {
+        let pass = patch.pass.clone();
+        let err = |msg: String| Error::Pass {
+            pass: pass.clone(),
+            msg,
+        };
+        let mut log = ChangeLog::default();
+        let first_new_node = self.nodes.len();
+
+        // 1. new values
+        let mut new_ids = Vec::with_capacity(patch.values.len());
+        for nv in patch.values {
+            if self.value_by_name(&nv.name).is_some() {
+                return Err(err(format!("value name '{}' already exists", nv.name)));
+            }
+            let id = self.add_value(&nv.name);
+            if let Some(t) = nv.init {
+                log.changes.push(Change::InitializerAdded {
+                    name: nv.name.clone(),
+                });
+                self.push_initializer(id, t);
+            }
+            new_ids.push(id);
+        }
+        let resolve = |r: ValRef| -> Result<ValueId> {
+            match r {
+                ValRef::Old(v) => Ok(v),
+                ValRef::New(i) => new_ids
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| err(format!("patch value #{i} not created"))),
+            }
+        };
+        let check_node = |g: &Graph, id: NodeId| -> Result<()> {
+            g.node(id)
+                .map(|_| ())
+                .ok_or_else(|| err(format!("node {id} does not exist or was erased")))
+        };
+        let check_value = |g: &Graph, v: ValueId| -> Result<()> {
+            if v.index() < g.values.len() {
+                Ok(())
+            } else {
+                Err(err(format!("value {v} does not exist")))
+            }
+        };
+
+        // 2. new nodes
+        let mut added = Vec::new();
+        for nn in patch.nodes {
+            let inputs = nn
+                .inputs
+                .iter()
+                .map(|i| i.map(resolve).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            let outputs = nn
+                .outputs
+                .iter()
+                .map(|o| resolve(*o).map(Some))
+                .collect::<Result<Vec<_>>>()?;
+            for v in inputs.iter().flatten() {
+                check_value(self, *v)?;
+            }
+            for v in outputs.iter().flatten() {
+                if self.value(*v).def != ValueDef::None {
+                    return Err(err(format!(
+                        "value '{}' is already defined",
+                        self.value_name(*v)
+                    )));
+                }
+            }
+            let name = nn.name.unwrap_or_default();
+            log.changes.push(Change::NodeAdded {
+                node: name.clone(),
+                op: nn.op.display(),
+            });
+            let mut node = Node::new(name, nn.op);
+            node.inputs = inputs;
+            node.outputs = outputs;
+            node.attrs = nn.attrs;
+            let id = self.push_node(node);
+            self.order.pop(); // placed below
+            added.push(id);
+        }
+
+        // 3. edits, in queue order
+        let mut erased = Vec::new();
+        let mut undefined: Vec<ValueId> = Vec::new();
+        let mut reorder = None;
+        for edit in patch.edits {
+            match edit {
+                Edit::ReplaceUses(from, to) => {
+                    check_value(self, from)?;
+                    let to = resolve(to)?;
+                    let uses: Vec<Use> = self
+                        .uses(from)
+                        .iter()
+                        .filter(|u| u.node.index() < first_new_node)
+                        .copied()
+                        .collect();
+                    if let Some(u) = uses.iter().find(|u| u.slot == UseSlot::Capture) {
+                        let owner = self
+                            .node(u.node)
+                            .map(|n| n.name().to_string())
+                            .unwrap_or_default();
+                        return Err(err(format!(
+                            "'{}' is read by a subgraph of node '{owner}': rewire inside the subgraph instead",
+                            self.value_name(from)
+                        )));
+                    }
+                    if uses.is_empty() || from == to {
+                        continue;
+                    }
+                    for u in &uses {
+                        let UseSlot::Input(slot) = u.slot else {
+                            unreachable!()
+                        };
+                        self.node_mut(u.node)
+                            .expect("use points to a live node")
+                            .inputs[slot as usize] = Some(to);
+                        self.remove_use(from, *u);
+                        self.add_use(to, *u);
+                    }
+                    log.changes.push(Change::UsesReplaced {
+                        from: self.value_name(from).to_string(),
+                        to: self.value_name(to).to_string(),
+                        uses: uses.len(),
+                    });
+                }
+                Edit::SetInput(node, slot, to) => {
+                    check_node(self, node)?;
+                    let to = to.map(resolve).transpose()?;
+                    let n = self.node(node).unwrap();
+                    if slot > n.inputs.len() {
+                        return Err(err(format!("node '{}' has no input slot {slot}", n.name())));
+                    }
+                    let old = n.inputs.get(slot).copied().flatten();
+                    if old == to && slot < n.inputs.len() {
+                        continue;
+                    }
+                    let u = Use {
+                        node,
+                        slot: UseSlot::Input(slot as u32),
+                    };
+                    if let Some(o) = old {
+                        self.remove_use(o, u);
+                    }
+                    if let Some(t) = to {
+                        self.add_use(t, u);
+                    }
+                    let n = self.node_mut(node).unwrap();
+                    if slot == n.inputs.len() {
+                        n.inputs.push(to);
+                    } else {
+                        n.inputs[slot] = to;
+                    }
+                    let name = n.name().to_string();
+                    let to = to
+                        .map(|t| self.value_name(t).to_string())
+                        .unwrap_or_default();
+                    log.changes.push(Change::InputSet {
+                        node: name,
+                        slot,
+                        to,
+                    });
+                }
+                Edit::Erase(node) => {
+                    check_node(self, node)?;
+                    erased.push(node);
+                }
+                Edit::SetAttr(node, attr) => {
+                    check_node(self, node)?;
+                    let n = self.node_mut(node).unwrap();
+                    let name = attr.name.clone();
+                    match n.attrs.iter_mut().find(|a| a.name == name) {
+                        Some(a) => *a = attr,
+                        None => n.attrs.push(attr),
+                    }
+                    log.changes.push(Change::AttrSet {
+                        node: n.name().to_string(),
+                        attr: name,
+                    });
+                }
+                Edit::RemoveAttr(node, attr) => {
+                    check_node(self, node)?;
+                    let n = self.node_mut(node).unwrap();
+                    let before = n.attrs.len();
+                    n.attrs.retain(|a| a.name != attr);
+                    if n.attrs.len() != before {
+                        log.changes.push(Change::AttrRemoved {
+                            node: n.name().to_string(),
+                            attr,
+                        });
+                    }
+                }
+                Edit::SetInit(v, mut t) => {
+                    check_value(self, v)?;
+                    let value = self.value_mut(v);
+                    if value.def != ValueDef::Initializer {
+                        return Err(err(format!("'{}' is not an initializer", value.name)));
+                    }
+                    t.name = Some(value.name.clone());
+                    value.init = Some(t);
+                    log.changes.push(Change::InitializerReplaced {
+                        name: value.name.clone(),
+                    });
+                }
+                Edit::RemoveInit(v) => {
+                    check_value(self, v)?;
+                    let value = self.value(v);
+                    if value.def != ValueDef::Initializer {
+                        return Err(err(format!("'{}' is not an initializer", value.name)));
+                    }
+                    // uses are checked after erasures below
+                    let name = value.name.clone();
+                    self.initializers.retain(|i| *i != v);
+                    self.inputs.retain(|io| io.value != v);
+                    let value = self.value_mut(v);
+                    value.def = ValueDef::None;
+                    value.init = None;
+                    undefined.push(v);
+                    log.changes.push(Change::InitializerRemoved { name });
+                }
+                Edit::SetOutput(index, to) => {
+                    let to = resolve(to)?;
+                    let Some(out) = self.outputs.get_mut(index) else {
+                        return Err(err(format!("graph has no output #{index}")));
+                    };
+                    if out.value != to {
+                        out.value = to;
+                        log.changes.push(Change::OutputSet {
+                            index,
+                            to: self.value_name(to).to_string(),
+                        });
+                    }
+                }
+                Edit::Reorder(order) => reorder = Some(order),
+            }
+        }
+
+        // 4. erasures: drop the node's uses, then its outputs must be dead
+        for node in &erased {
+            let n = self.node(*node).expect("checked above");
+            let inputs: Vec<(usize, ValueId)> = n
+                .inputs
+                .iter()
+                .enumerate()
+                .filter_map(|(s, v)| v.map(|v| (s, v)))
+                .collect();
+            let captures = n.has_subgraphs();
+            for (slot, v) in inputs {
+                self.remove_use(
+                    v,
+                    Use {
+                        node: *node,
+                        slot: UseSlot::Input(slot as u32),
+                    },
+                );
+            }
+            if captures {
+                for value in self.values.iter_mut() {
+                    value
+                        .uses
+                        .retain(|u| !(u.node == *node && u.slot == UseSlot::Capture));
+                }
+            }
+        }
+        for node in &erased {
+            let n = self.nodes[node.index()].take().expect("checked above");
+            for v in n.outputs.iter().flatten() {
+                if let Some(u) = self.uses(*v).first() {
+                    let user = self
+                        .node(u.node)
+                        .map(|n| n.name().to_string())
+                        .unwrap_or_default();
+                    return Err(err(format!(
+                        "erasing node '{}' leaves '{}' used by node '{user}'",
+                        n.name(),
+                        self.value_name(*v)
+                    )));
+                }
+                if self.is_output(*v) {
+                    return Err(err(format!(
+                        "erasing node '{}' removes graph output '{}'",
+                        n.name(),
+                        self.value_name(*v)
+                    )));
+                }
+                self.value_mut(*v).def = ValueDef::None;
+                undefined.push(*v);
+            }
+            log.changes.push(Change::NodeErased {
+                node: n.name().to_string(),
+                op: n.op.display(),
+            });
+        }
+        // values this patch left undefined must be unused; they leave the name index and value_info
+        for v in &undefined {
+            if let Some(u) = self.uses(*v).first() {
+                let user = self
+                    .node(u.node)
+                    .map(|n| n.name().to_string())
+                    .unwrap_or_default();
+                return Err(err(format!(
+                    "'{}' was removed but node '{user}' still reads it",
+                    self.value_name(*v)
+                )));
+            }
+            if self.is_output(*v) {
+                return Err(err(format!(
+                    "'{}' was removed but is a graph output",
+                    self.value_name(*v)
+                )));
+            }
+            let name = self.value_name(*v).to_string();
+            if self.index.get(&name) == Some(v) {
+                self.index.remove(&name);
+            }
+            self.value_info.retain(|io| io.value != *v);
+        }
+        for v in &new_ids {
+            let value = self.value(*v);
+            if value.def == ValueDef::None {
+                return Err(err(format!("new value '{}' is never defined", value.name)));
+            }
+        }
+
+        // 5. order
+        let erased_set: std::collections::HashSet<NodeId> = erased.iter().copied().collect();
+        self.order.retain(|id| !erased_set.contains(id));
+        if let Some(order) = reorder {
+            let mut a = order.clone();
+            a.sort();
+            let mut b = self.order.clone();
+            b.extend(added.iter().copied());
+            b.sort();
+            if a != b {
+                return Err(err("reorder is not a permutation of the live nodes".into()));
+            }
+            if order != self.order {
+                log.changes.push(Change::Reordered { nodes: order.len() });
+            }
+            self.order = order;
+        } else if !added.is_empty() {
+            self.place_new_nodes(&added);
+        }
+        Ok(log)
+    }
+
+    /// Put new nodes just before their first existing consumer (or at the end), then restore topological order.
+    fn place_new_nodes(&mut self, added: &[NodeId]) {
+        let pos: HashMap<NodeId, u64> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, 2 * i as u64 + 1))
+            .collect();
+        let end = 2 * self.order.len() as u64 + 2;
+        let mut keys: HashMap<NodeId, u64> = pos.clone();
+        for id in added.iter().rev() {
+            let node = self.node(*id).expect("just added");
+            let mut key = u64::MAX;
+            for v in node.outputs.iter().flatten() {
+                for u in self.uses(*v) {
+                    let k = match pos.get(&u.node) {
+                        Some(p) => p - 1,
+                        None => keys.get(&u.node).copied().unwrap_or(end),
+                    };
+                    key = key.min(k);
+                }
+            }
+            keys.insert(*id, if key == u64::MAX { end } else { key });
+        }
+        let mut all = self.order.clone();
+        all.extend(added.iter().copied());
+        let (order, _cyclic) = stable_topo(self, &all, &|id| keys.get(&id).copied().unwrap_or(end));
+        self.order = order;
+    }
+
+    /// Replace a graph input's or value_info entry's declared info (used by passes that change shapes).
+    pub(crate) fn set_value_info(&mut self, v: ValueId, info: ValueInfo) {
+        match self.value_info.iter_mut().find(|io| io.value == v) {
+            Some(io) => io.info = info,
+            None => self.value_info.push(GraphIo { value: v, info }),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Shared test helpers: fixture paths, the real-model cache, the Python venv for interop checks.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed valid fixtures (`fixtures/*.onnx`), sorted.
+pub fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[derive(serde::Deserialize, Clone, Debug)]
+pub struct RealModel {
+    pub name: String,
+    pub kind: String,
+    pub params: u64,
+    pub constant_params: u64,
+    pub sha256: String,
+}
+
+pub fn real_model_list() -> Vec<RealModel> {
+    let text = std::fs::read_to_string(root().join("tools/real_models.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn model_cache() -> PathBuf {
+    std::env::var_os("ONNX_REWRITE_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/model-cache"))
+}
+
+/// The real exported models, fetched (pinned version + sha256) into the cache on first use.
+pub fn real_models() -> Vec<(RealModel, PathBuf)> {
+    static FETCHED: OnceLock<()> = OnceLock::new();
+    FETCHED.get_or_init(|| {
+        let st = Command::new("python3")
+            .arg(root().join("tools/fetch_models.py"))
+            .arg("--cache")
+            .arg(model_cache())
+            .status()
+            .expect("python3 runs");
+        assert!(
+            st.success(),
+            "tools/fetch_models.py failed: the real models could not be fetched"
+        );
+    });
+    real_model_list()
+        .into_iter()
+        .map(|m| {
+            let p = model_cache().join(format!("{}.onnx", m.name));
+            (m, p)
+        })
+        .collect()
+}
+
+/// The venv python with the pinned onnx / onnxruntime (created by tools/venv.sh on first use).
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("tools/venv.sh"))
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "tools/venv.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("venv.sh prints the python path")
+                .trim(),
+        )
+    })
+    .clone()
+}
+
+pub fn sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(root().join("target")).unwrap()
+}
