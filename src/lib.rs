@@ -13,11 +13,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod dump;
 pub mod error;
 pub mod io;
 pub mod ir;
 pub mod passes;
+pub mod validate;
 
 pub use error::{Error, Result};
 

@@ -296,12 +296,14 @@ impl Importer<'_> {
             let v = match g.value_by_name(name) {
                 Some(v) => v,
                 None if scope.parent.is_some_and(|p| p.has(name)) => outer_value(g, name),
-                None => return Err(Error::invalid(
-                    "",
-                    format!(
+                None => {
+                    return Err(Error::invalid(
+                        "",
+                        format!(
                         "input '{name}' is not produced by any node, graph input or initializer"
                     ),
-                )),
+                    ))
+                }
             };
             inputs.push(Some(v));
         }
@@ -322,11 +324,7 @@ impl Importer<'_> {
             let at = format!("attribute '{}'", a.name.as_deref().unwrap_or(""));
             let attr = self.attribute(a, Some(scope)).map_err(|e| ctx(e, &at))?;
             for sg in attr.subgraphs() {
-                for (_, v) in sg.values() {
-                    if v.def == ValueDef::Outer {
-                        captured.push(v.name.clone());
-                    }
-                }
+                captured.extend(sg.free_variables());
             }
             attrs.push(attr);
         }

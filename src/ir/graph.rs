@@ -216,6 +216,23 @@ impl Graph {
         Ok(())
     }
 
+    /// Names this graph reads from enclosing scopes (outer values it uses or returns), sorted.
+    pub fn free_variables(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| {
+                v.def == ValueDef::Outer
+                    && (!v.uses.is_empty() || self.is_output(ValueId(*i as u32)))
+            })
+            .map(|(_, v)| v.name.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     // ---- crate-private construction (importer, builder, apply) ---------------------------------------------
 
     /// Create a new value with no definition yet.

@@ -12,13 +12,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ir::attr::Attribute;
-use crate::ir::graph::{Graph, GraphIo};
+use crate::ir::graph::Graph;
 use crate::ir::ids::{NodeId, ValueId};
 use crate::ir::names::NameAuthority;
 use crate::ir::node::{Node, OpKey};
 use crate::ir::order::stable_topo;
 use crate::ir::tensor::Tensor;
-use crate::ir::value::{Use, UseSlot, ValueDef, ValueInfo};
+use crate::ir::value::{Use, UseSlot, ValueDef};
 
 /// A value in a patch: one that exists, or the k-th value the patch creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +60,7 @@ enum Edit {
     RemoveInit(ValueId),
     SetOutput(usize, ValRef),
     Reorder(Vec<NodeId>),
+    RefreshCaptures(NodeId),
 }
 
 /// Queued edits against one graph.
@@ -239,6 +240,11 @@ impl Patch {
     /// Make graph output `index` be `to` (keeping the output's declared ValueInfo).
     pub fn set_graph_output(&mut self, index: usize, to: ValRef) {
         self.edits.push(Edit::SetOutput(index, to));
+    }
+
+    /// Recompute which outer values `node`'s subgraphs read (after a patch was applied inside a subgraph).
+    pub fn refresh_captures(&mut self, node: NodeId) {
+        self.edits.push(Edit::RefreshCaptures(node));
     }
 
     /// Reorder the nodes (a permutation of the live nodes; it must be topological).
@@ -485,6 +491,36 @@ impl Graph {
                     }
                 }
                 Edit::Reorder(order) => reorder = Some(order),
+                Edit::RefreshCaptures(node) => {
+                    check_node(self, node)?;
+                    let n = self.node(node).unwrap();
+                    let mut names: Vec<String> = n
+                        .attrs
+                        .iter()
+                        .flat_map(|a| a.subgraphs())
+                        .flat_map(|g| g.free_variables())
+                        .collect();
+                    names.sort();
+                    names.dedup();
+                    let u = Use {
+                        node,
+                        slot: UseSlot::Capture,
+                    };
+                    for value in self.values.iter_mut() {
+                        value.uses.retain(|x| *x != u);
+                    }
+                    for name in names {
+                        let v = match self.value_by_name(&name) {
+                            Some(v) => v,
+                            None => {
+                                let v = self.add_value(&name);
+                                self.value_mut(v).def = ValueDef::Outer;
+                                v
+                            }
+                        };
+                        self.add_use(v, u);
+                    }
+                }
             }
         }
 
@@ -625,13 +661,5 @@ impl Graph {
         all.extend(added.iter().copied());
         let (order, _cyclic) = stable_topo(self, &all, &|id| keys.get(&id).copied().unwrap_or(end));
         self.order = order;
-    }
-
-    /// Replace a graph input's or value_info entry's declared info (used by passes that change shapes).
-    pub(crate) fn set_value_info(&mut self, v: ValueId, info: ValueInfo) {
-        match self.value_info.iter_mut().find(|io| io.value == v) {
-            Some(io) => io.info = info,
-            None => self.value_info.push(GraphIo { value: v, info }),
-        }
     }
 }

@@ -1,0 +1,209 @@
+//! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
+
+mod inspect;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::io::{self, ExternalMode, SaveOptions};
+use crate::passes::{self, PipelineOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "onnx-rewrite",
+    version,
+    about = "Make ONNX models smaller and cheaper, and prove they still compute the same thing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Summary of a model: versions, inputs/outputs, op histogram, parameters and where they live.
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deterministic text dump of a model (for snapshot tests).
+    Dump { model: PathBuf },
+    /// Structural diff of two models: nodes and values added/removed/changed, then totals.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-save a model, optionally moving tensor data inline or to an external file.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Run passes on a model and save the result.
+    Run {
+        input: PathBuf,
+        output: PathBuf,
+        /// Passes to run, in order: `name` or `name{key=value,...}`; repeat or separate with commas.
+        #[arg(short, long = "pass", required = true)]
+        passes: Vec<String>,
+        /// Stop after this pass (bisecting a problem).
+        #[arg(long)]
+        stop_after: Option<String>,
+        /// Write the pass reports as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Print the structural diff of input and output.
+        #[arg(long)]
+        diff: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the available passes with their options.
+    Passes,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct DataArgs {
+    /// Write every tensor inline (fails past protobuf's 2 GiB limit).
+    #[arg(long, conflicts_with = "external_threshold")]
+    pub inline: bool,
+    /// Move main-graph initializers of at least this many bytes to one external data file.
+    #[arg(long, value_name = "BYTES")]
+    pub external_threshold: Option<u64>,
+    /// Name of the external data file (default: `<output stem>.data`).
+    #[arg(long, value_name = "FILE", requires = "external_threshold")]
+    pub external_name: Option<String>,
+}
+
+impl DataArgs {
+    fn save_options(&self) -> SaveOptions {
+        let external = if self.inline {
+            ExternalMode::Inline
+        } else if let Some(min_bytes) = self.external_threshold {
+            ExternalMode::Threshold {
+                min_bytes,
+                location: self.external_name.clone(),
+            }
+        } else {
+            ExternalMode::Keep
+        };
+        SaveOptions { external }
+    }
+}
+
+/// Split `a,b{x=1,y=2},c` at top-level commas.
+fn split_specs(specs: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in specs {
+        let (mut depth, mut cur) = (0, String::new());
+        for c in s.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(c);
+        }
+        out.push(cur);
+    }
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::Refused(e.to_string()))? + "\n";
+    std::fs::write(path, text).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Run a parsed command; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Inspect { model, json } => {
+            let m = io::load(&model)?;
+            let info = inspect::inspect(&m, &model)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).expect("serialisable")
+                );
+            } else {
+                print!("{info}");
+            }
+        }
+        Command::Dump { model } => print!("{}", crate::dump::render(&io::load(&model)?)),
+        Command::Diff { a, b, json } => {
+            let d = crate::dump::diff(&io::load(&a)?, &io::load(&b)?);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d).expect("serialisable")
+                );
+            } else {
+                print!("{d}");
+            }
+        }
+        Command::Convert {
+            input,
+            output,
+            data,
+        } => {
+            let m = io::load(&input)?;
+            let r = io::save(&m, &output, &data.save_options())?;
+            eprintln!("wrote {} ({} bytes)", output.display(), r.model_bytes);
+            for (loc, n) in r.data_files {
+                eprintln!("wrote {loc} ({n} bytes)");
+            }
+        }
+        Command::Run {
+            input,
+            output,
+            passes: specs,
+            stop_after,
+            report,
+            diff,
+            data,
+        } => {
+            let mut m = io::load(&input)?;
+            let before = if diff { Some(m.clone()) } else { None };
+            let specs = split_specs(&specs);
+            let specs: Vec<&str> = specs.iter().map(|s| s.as_str()).collect();
+            let reports = passes::run_pipeline(&mut m, &specs, &PipelineOptions { stop_after })?;
+            for r in &reports {
+                print!("{r}");
+            }
+            if let Some(b) = before {
+                print!("{}", crate::dump::diff(&b, &m));
+            }
+            if let Some(path) = report {
+                write_json(&path, &reports)?;
+            }
+            io::save(&m, &output, &data.save_options())?;
+        }
+        Command::Passes => {
+            for p in passes::PASSES {
+                println!("{:<20} {}", p.name, p.summary);
+                for (k, doc) in p.options {
+                    println!("{:<20}   {k}: {doc}", "");
+                }
+            }
+        }
+    }
+    Ok(0)
+}

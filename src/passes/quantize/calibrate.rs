@@ -1,0 +1,337 @@
+//! Calibration: the `Calibrator` trait (an executor that runs a model on sample inputs with chosen intermediate
+//! tensors exposed) and the streaming statistics that activations are folded into.
+//!
+//! The quantize pass does not know how a model is run: it asks a `Calibrator` (implemented with tract in
+//! `crate::validate::TractCalibrator`) to stream every requested tensor of every sample into an `Observer`.
+//! `collect_stats` does that with a `StatsCollector`, which keeps per tensor a `MinMax` and optionally a
+//! `Histogram`. Each batch is folded in as soon as it is produced and then dropped, so memory stays bounded by
+//! one sample's activations plus the fixed-size statistics, never by samples x activations.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::Model;
+
+/// Receives the values of one exposed tensor for one sample. Values are given as f32 whatever the tensor's
+/// type (integer and f16 activations are widened).
+pub trait Observer {
+    fn observe(&mut self, tensor: &str, values: &[f32]) -> Result<()>;
+}
+
+impl<F: FnMut(&str, &[f32]) -> Result<()>> Observer for F {
+    fn observe(&mut self, tensor: &str, values: &[f32]) -> Result<()> {
+        self(tensor, values)
+    }
+}
+
+/// An executor for calibration. `calibrate` runs `model` once per sample (the samples are the calibrator's
+/// own: files, a folder or seeded random inputs), exposing every tensor named in `tensors` (graph inputs,
+/// intermediate values or outputs of the main graph) and calls `observer.observe` for each of them as soon as
+/// the sample has run. It returns the number of samples run.
+///
+/// Contract: a tensor name that does not exist in the model is an error naming it; an implementation never
+/// keeps more than one sample's exposed tensors alive at once.
+pub trait Calibrator {
+    fn calibrate(
+        &mut self,
+        model: &Model,
+        tensors: &[String],
+        observer: &mut dyn Observer,
+    ) -> Result<usize>;
+}
+
+/// Running minimum and maximum (NaNs are counted apart and ignored for the range).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct MinMax {
+    pub min: f32,
+    pub max: f32,
+    /// Number of finite-or-infinite (non-NaN) values seen.
+    pub count: u64,
+    pub nan_count: u64,
+}
+
+impl Default for MinMax {
+    fn default() -> Self {
+        MinMax {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            count: 0,
+            nan_count: 0,
+        }
+    }
+}
+
+impl MinMax {
+    pub fn update(&mut self, values: &[f32]) {
+        for &v in values {
+            if v.is_nan() {
+                self.nan_count += 1;
+                continue;
+            }
+            self.count += 1;
+            if v < self.min {
+                self.min = v;
+            }
+            if v > self.max {
+                self.max = v;
+            }
+        }
+    }
+
+    /// The range seen, or `None` when no (non-NaN) value was seen.
+    pub fn range(&self) -> Option<(f32, f32)> {
+        (self.count > 0).then_some((self.min, self.max))
+    }
+
+    /// The largest magnitude seen (0 when nothing was seen).
+    pub fn abs_max(&self) -> f32 {
+        match self.range() {
+            Some((lo, hi)) => lo.abs().max(hi.abs()),
+            None => 0.0,
+        }
+    }
+}
+
+/// A streaming histogram over a symmetric range `[-limit, limit]` with a fixed number of bins. The range is not
+/// known in advance: it starts at the first batch's largest magnitude and doubles (merging bins pairwise, which
+/// is exact) whenever a later value falls outside. Memory is `bins` counters whatever the number of samples.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Histogram {
+    /// Half width of the covered range; bins are `2 * limit / bins.len()` wide.
+    pub limit: f32,
+    pub bins: Vec<u64>,
+    /// Values that were NaN (not binned).
+    pub nan_count: u64,
+}
+
+impl Histogram {
+    /// `bins` is rounded up to a multiple of 4 (so that doubling the range merges whole bin pairs) and is at
+    /// least 4.
+    pub fn new(bins: usize) -> Histogram {
+        let n = bins.max(4).div_ceil(4) * 4;
+        Histogram {
+            limit: 0.0,
+            bins: vec![0; n],
+            nan_count: 0,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.bins.iter().sum()
+    }
+
+    fn width(&self) -> f32 {
+        2.0 * self.limit / self.bins.len() as f32
+    }
+
+    /// Double the range, merging bins pairwise into the middle half.
+    fn widen(&mut self) {
+        let n = self.bins.len();
+        let mut merged = vec![0u64; n];
+        for (i, c) in self.bins.iter().enumerate() {
+            merged[n / 4 + i / 2] += c;
+        }
+        self.bins = merged;
+        self.limit *= 2.0;
+    }
+
+    pub fn update(&mut self, values: &[f32]) {
+        let mut abs_max = 0f32;
+        for &v in values {
+            if v.is_finite() {
+                abs_max = abs_max.max(v.abs());
+            }
+        }
+        if self.limit == 0.0 {
+            if abs_max == 0.0 {
+                // Only zeros (or nothing finite) so far: keep a tiny range, it widens on the first real value.
+                self.limit = f32::MIN_POSITIVE * self.bins.len() as f32;
+            } else {
+                self.limit = abs_max;
+            }
+        }
+        while abs_max > self.limit {
+            self.widen();
+        }
+        let n = self.bins.len();
+        let w = self.width();
+        for &v in values {
+            if v.is_nan() {
+                self.nan_count += 1;
+                continue;
+            }
+            let x = v.clamp(-self.limit, self.limit);
+            let i = (((x + self.limit) / w) as usize).min(n - 1);
+            self.bins[i] += 1;
+        }
+    }
+
+    /// The value below which a fraction `q` (0..=1) of the binned values lie (upper edge of that bin).
+    pub fn quantile(&self, q: f64) -> Option<f32> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let want = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        let w = self.width();
+        for (i, c) in self.bins.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(-self.limit + (i + 1) as f32 * w);
+            }
+        }
+        Some(self.limit)
+    }
+
+    /// A symmetric clipping threshold keeping `percentile` (e.g. 99.99) percent of the magnitudes.
+    pub fn abs_percentile(&self, percentile: f64) -> Option<f32> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let n = self.bins.len();
+        let w = self.width();
+        let want = (percentile / 100.0).clamp(0.0, 1.0) * total as f64;
+        // Bins symmetric around zero: walk outwards from the centre pairing bin n/2-1-k with n/2+k.
+        let mut seen = 0u64;
+        for k in 0..n / 2 {
+            seen += self.bins[n / 2 - 1 - k] + self.bins[n / 2 + k];
+            if seen as f64 >= want {
+                return Some((k + 1) as f32 * w);
+            }
+        }
+        Some(self.limit)
+    }
+}
+
+/// What to keep per tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsOptions {
+    /// Number of histogram bins; 0 keeps min/max only.
+    pub histogram_bins: usize,
+}
+
+impl Default for StatsOptions {
+    fn default() -> Self {
+        StatsOptions {
+            histogram_bins: 2048,
+        }
+    }
+}
+
+/// The statistics of one tensor over all samples.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorStats {
+    pub minmax: MinMax,
+    pub histogram: Option<Histogram>,
+    /// Number of samples (batches) folded in.
+    pub batches: u64,
+}
+
+/// An `Observer` folding each batch into `TensorStats` at once.
+#[derive(Clone, Debug, Default)]
+pub struct StatsCollector {
+    pub options: StatsOptions,
+    pub stats: BTreeMap<String, TensorStats>,
+}
+
+impl StatsCollector {
+    pub fn new(options: StatsOptions) -> StatsCollector {
+        StatsCollector {
+            options,
+            stats: BTreeMap::new(),
+        }
+    }
+}
+
+impl Observer for StatsCollector {
+    fn observe(&mut self, tensor: &str, values: &[f32]) -> Result<()> {
+        let bins = self.options.histogram_bins;
+        let s = self
+            .stats
+            .entry(tensor.to_string())
+            .or_insert_with(|| TensorStats {
+                minmax: MinMax::default(),
+                histogram: (bins > 0).then(|| Histogram::new(bins)),
+                batches: 0,
+            });
+        s.minmax.update(values);
+        if let Some(h) = &mut s.histogram {
+            h.update(values);
+        }
+        s.batches += 1;
+        Ok(())
+    }
+}
+
+/// Run `calibrator` over `model` and return the statistics of every tensor in `tensors`. A requested tensor
+/// that produced no data is an error (a calibrator that silently skipped it would give a wrong range).
+pub fn collect_stats(
+    calibrator: &mut dyn Calibrator,
+    model: &Model,
+    tensors: &[String],
+    options: StatsOptions,
+) -> Result<BTreeMap<String, TensorStats>> {
+    let mut collector = StatsCollector::new(options);
+    let samples = calibrator.calibrate(model, tensors, &mut collector)?;
+    if samples == 0 {
+        return Err(Error::Validate("calibration ran on no samples".to_string()));
+    }
+    for t in tensors {
+        if !collector.stats.contains_key(t) {
+            return Err(Error::Validate(format!(
+                "calibration produced no values for tensor '{t}'"
+            )));
+        }
+    }
+    Ok(collector.stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minmax_streams() {
+        let mut m = MinMax::default();
+        assert_eq!(m.range(), None);
+        m.update(&[1.0, -2.0, f32::NAN]);
+        m.update(&[3.0]);
+        assert_eq!(m.range(), Some((-2.0, 3.0)));
+        assert_eq!(m.nan_count, 1);
+        assert_eq!(m.abs_max(), 3.0);
+    }
+
+    #[test]
+    fn histogram_widens_exactly() {
+        let mut h = Histogram::new(8);
+        h.update(&[-1.0, -0.1, 0.1, 0.6]);
+        assert_eq!(h.limit, 1.0);
+        assert_eq!(h.total(), 4);
+        h.update(&[3.5]);
+        assert_eq!(h.limit, 4.0);
+        assert_eq!(h.total(), 5);
+        // the widened histogram equals one built in a single pass over the same range
+        let mut one = Histogram::new(8);
+        one.limit = 4.0;
+        one.update(&[-1.0, -0.1, 0.1, 0.6, 3.5]);
+        assert_eq!(h.bins, one.bins);
+        assert_eq!(h.abs_percentile(100.0), Some(4.0));
+        assert!(h.abs_percentile(50.0).unwrap() <= 1.0);
+        assert!(h.quantile(1.0).unwrap() >= 3.5);
+    }
+
+    #[test]
+    fn collector_folds_batches() {
+        let mut c = StatsCollector::new(StatsOptions { histogram_bins: 16 });
+        c.observe("a", &[1.0, 2.0]).unwrap();
+        c.observe("a", &[-5.0]).unwrap();
+        let s = &c.stats["a"];
+        assert_eq!(s.batches, 2);
+        assert_eq!(s.minmax.range(), Some((-5.0, 2.0)));
+        assert_eq!(s.histogram.as_ref().unwrap().total(), 3);
+    }
+}

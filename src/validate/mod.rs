@@ -1,0 +1,1 @@
+//! Validation through tract (filled in by the validate work).
