@@ -8,7 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The model (or one of its external data files) is malformed or breaks an invariant.
-    #[error("{}{at}: {msg}", file_prefix(file))]
+    #[error("{}{}{msg}", file_prefix(file), at_prefix(at))]
     Invalid {
         file: Option<PathBuf>,
         at: String,
@@ -41,6 +41,14 @@ pub enum Error {
     /// A validation run could not be carried out (the executor refused a model, inputs did not fit).
     #[error("validation: {0}")]
     Validate(String),
+}
+
+fn at_prefix(at: &str) -> String {
+    if at.is_empty() {
+        String::new()
+    } else {
+        format!("{at}: ")
+    }
 }
 
 fn file_prefix(file: &Option<PathBuf>) -> String {

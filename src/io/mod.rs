@@ -38,7 +38,7 @@ pub fn load_bytes(bytes: Bytes, base: Option<&Path>) -> Result<Model> {
 
 fn decode(bytes: Bytes, base: Option<&Path>) -> Result<Model> {
     if bytes.is_empty() {
-        return Err(Error::invalid("file", "is empty"));
+        return Err(Error::invalid("", "the file is empty"));
     }
     let proto = crate::pb::ModelProto::decode(bytes)
         .map_err(|e| Error::invalid("protobuf", e.to_string()))?;

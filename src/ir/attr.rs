@@ -154,7 +154,7 @@ impl Attribute {
         let Some(kind) = self.kind() else {
             if self.r#type.is_some() {
                 return Err(Error::invalid(
-                    format!("attribute '{}'", self.name),
+                    "",
                     format!("unknown attribute type {}", self.r#type.unwrap()),
                 ));
             }
@@ -176,7 +176,7 @@ impl Attribute {
         };
         if !present {
             return Err(Error::invalid(
-                format!("attribute '{}'", self.name),
+                "",
                 format!("declared {kind:?} but carries no {kind:?} value"),
             ));
         }

@@ -94,6 +94,11 @@ fn dce_graph(g: &mut Graph, path: &str, report: &mut PassReport) -> Result<()> {
         let used = g.uses(v).iter().any(|u| !dead_set.contains(&u.node));
         let is_input = g.inputs().iter().any(|io| io.value == v);
         if !used && !is_input && !g.is_output(v) {
+            report.remark(
+                format!("{path}{}", g.value_name(v)),
+                Outcome::Applied,
+                "initializer is never read",
+            );
             p.remove_initializer(v);
             removed_inits += 1;
         }

@@ -1,0 +1,175 @@
+//! The binary: stdout snapshots of dump/inspect/diff/passes, documented exit codes, outputs never overwrite
+//! inputs, and the same command twice writes the same bytes.
+
+mod common;
+
+use std::process::Command;
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-rewrite"))
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn dump_every_fixture() {
+    for f in common::fixtures() {
+        let rel = format!("fixtures/{}", f.file_name().unwrap().to_string_lossy());
+        let (code, out, err) = cli(&["dump", &rel]);
+        assert_eq!(code, 0, "{err}");
+        insta::assert_snapshot!(
+            format!("dump__{}", f.file_stem().unwrap().to_string_lossy()),
+            out
+        );
+    }
+}
+
+#[test]
+fn inspect_text_and_json() {
+    let (code, out, err) = cli(&["inspect", "fixtures/conv_bn_relu.onnx"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("inspect__conv_bn_relu", out);
+    let (code, out, _) = cli(&["inspect", "--json", "fixtures/external_data.onnx"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["external_data_bytes"], 196608);
+    assert!(v["external_params"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_with_diff_and_report() {
+    let dir = common::tempdir();
+    let out_model = dir.path().join("out.onnx");
+    let report = dir.path().join("report.json");
+    let (code, out, err) = cli(&[
+        "run",
+        "fixtures/if_subgraph.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce,dedup-initializers",
+        "-p",
+        "topo-sort",
+        "--diff",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("run__if_subgraph", out);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r.as_array().unwrap().len(), 3);
+    assert_eq!(r[0]["pass"], "dce");
+}
+
+#[test]
+fn diff_of_two_models() {
+    let dir = common::tempdir();
+    let out_model = dir.path().join("dedup.onnx");
+    // the real-model-free path: a fixture through dce (changes nothing) and a changed one
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/mlp_matmul.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(&[
+        "diff",
+        "fixtures/mlp_matmul.onnx",
+        out_model.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("nodes: +0 -0 ~0  values: +0 -0 ~0"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&[
+        "diff",
+        "fixtures/mlp_matmul.onnx",
+        "fixtures/conv_bn_relu.onnx",
+    ]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("diff__mlp_vs_conv", out);
+}
+
+#[test]
+fn passes_list() {
+    let (code, out, _) = cli(&["passes"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("passes", out);
+}
+
+#[test]
+fn exit_codes() {
+    // 2: usage
+    assert_eq!(cli(&["frobnicate"]).0, 2);
+    assert_eq!(
+        cli(&[
+            "run",
+            "fixtures/mlp_matmul.onnx",
+            "target/x.onnx",
+            "-p",
+            "no-such-pass"
+        ])
+        .0,
+        2
+    );
+    // 3: bad model file, missing file
+    let (code, _, err) = cli(&["inspect", "fixtures/hostile/raw_data_len.onnx"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("raw_data_len.onnx") && err.contains("bad_raw_len"),
+        "{err}"
+    );
+    assert_eq!(cli(&["inspect", "fixtures/does-not-exist.onnx"]).0, 3);
+    // 2: refusing to overwrite the input
+    let dir = common::tempdir();
+    let p = dir.path().join("m.onnx");
+    std::fs::copy(common::root().join("fixtures/mlp_matmul.onnx"), &p).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    let (code, _, err) = cli(&["convert", p.to_str().unwrap(), p.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(before, std::fs::read(&p).unwrap());
+}
+
+#[test]
+fn convert_is_deterministic_and_external_round_trips() {
+    let dir = common::tempdir();
+    let a = dir.path().join("a/m.onnx");
+    let b = dir.path().join("b/m.onnx");
+    for p in [&a, &b] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let (code, _, err) = cli(&[
+            "convert",
+            "fixtures/conv_bn_relu.onnx",
+            p.to_str().unwrap(),
+            "--external-threshold",
+            "64",
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(
+        std::fs::read(a.with_extension("data")).unwrap(),
+        std::fs::read(b.with_extension("data")).unwrap()
+    );
+    // back inline: identical to the original
+    let back = dir.path().join("back.onnx");
+    let (code, _, err) = cli(&[
+        "convert",
+        a.to_str().unwrap(),
+        back.to_str().unwrap(),
+        "--inline",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, d, _) = cli(&["diff", "fixtures/conv_bn_relu.onnx", back.to_str().unwrap()]);
+    assert!(d.starts_with("nodes: +0 -0 ~0  values: +0 -0 ~0"), "{d}");
+}
