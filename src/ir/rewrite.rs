@@ -175,7 +175,7 @@ impl Patch {
         ValRef::New(self.values.len() - 1)
     }
 
-    /// Add a node; returns its outputs. `n_outputs` fresh values are made for it.
+    /// Add a node named `<anchor>/<pass>_<k>`; returns its outputs, named `<node>_out<i>`.
     pub fn add_node(
         &mut self,
         graph: &Graph,
@@ -187,7 +187,14 @@ impl Patch {
     ) -> Vec<ValRef> {
         let name = self.fresh_name(graph, anchor);
         let outputs: Vec<ValRef> = (0..n_outputs)
-            .map(|_| self.new_value(graph, &name))
+            .map(|i| {
+                let vname = self.names.fresh_exact(graph, &format!("{name}_out{i}"));
+                self.values.push(NewValue {
+                    name: vname,
+                    init: None,
+                });
+                ValRef::New(self.values.len() - 1)
+            })
             .collect();
         self.nodes.push(NewNode {
             name: Some(name),
@@ -661,5 +668,94 @@ impl Graph {
         all.extend(added.iter().copied());
         let (order, _cyclic) = stable_topo(self, &all, &|id| keys.get(&id).copied().unwrap_or(end));
         self.order = order;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::GraphBuilder;
+    use crate::ir::{DataType, Tensor};
+
+    /// x -> Relu -> r -> Neg -> y
+    fn chain() -> Graph {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["2"]);
+        let r = b.node("Relu", &[x], vec![], 1)[0];
+        let y = b.node("Neg", &[r], vec![], 1)[0];
+        b.output(y, DataType::FLOAT, &["2"]);
+        b.build()
+    }
+
+    #[test]
+    fn insert_between_places_node_before_consumer_and_rewires() {
+        let mut g = chain();
+        let r = g.value_by_name("relu_0_out0").unwrap();
+        let mut p = Patch::new("qdq");
+        let out = p.add_node(
+            &g,
+            "relu_0",
+            OpKey::onnx("Identity"),
+            vec![Some(r.into())],
+            vec![],
+            1,
+        )[0];
+        p.replace_all_uses(r, out);
+        let log = g.apply(p).unwrap();
+        g.verify().unwrap();
+        let ops: Vec<&str> = g.nodes().map(|(_, n)| n.op.op_type.as_str()).collect();
+        assert_eq!(ops, ["Relu", "Identity", "Neg"]);
+        // the new node still reads the old value; only pre-existing readers moved
+        let id = g.value_by_name("relu_0/qdq_0").map(|_| ());
+        assert!(id.is_none(), "node names are not value names");
+        assert_eq!(g.consumers(r).len(), 1);
+        assert!(log
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::UsesReplaced { uses: 1, .. })));
+        assert_eq!(
+            g.value_name(g.node(g.consumers(r)[0]).unwrap().outputs[0].unwrap()),
+            "relu_0/qdq_0_out0"
+        );
+    }
+
+    #[test]
+    fn erase_with_live_uses_is_an_error() {
+        let mut g = chain();
+        let (relu, _) = g.nodes().next().unwrap();
+        let mut p = Patch::new("bad");
+        p.erase_node(relu);
+        let e = g.apply(p).unwrap_err().to_string();
+        assert!(e.contains("used by node 'neg_1'"), "{e}");
+    }
+
+    #[test]
+    fn empty_patch_changes_nothing_and_names_are_deterministic() {
+        let mut g = chain();
+        assert!(g.apply(Patch::new("noop")).unwrap().is_empty());
+        let mut p1 = Patch::new("lowrank");
+        let mut p2 = Patch::new("lowrank");
+        let a: Vec<String> = (0..3).map(|_| p1.fresh_name(&g, "fc")).collect();
+        let b: Vec<String> = (0..3).map(|_| p2.fresh_name(&g, "fc")).collect();
+        assert_eq!(a, ["fc/lowrank_0", "fc/lowrank_1", "fc/lowrank_2"]);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn initializer_replace_and_remove() {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["2"]);
+        let w = b.initializer(Tensor::from_f32("w", vec![2], &[1.0, 2.0]));
+        let y = b.node("Mul", &[x, w], vec![], 1)[0];
+        b.output(y, DataType::FLOAT, &["2"]);
+        let mut g = b.build();
+        let mut p = Patch::new("t");
+        p.replace_initializer(w, Tensor::from_f32("ignored", vec![2], &[3.0, 4.0]));
+        g.apply(p).unwrap();
+        assert_eq!(g.constant(w).unwrap().to_f32_vec().unwrap(), [3.0, 4.0]);
+        assert_eq!(g.constant(w).unwrap().name(), "w");
+        let mut p = Patch::new("t");
+        p.remove_initializer(w);
+        assert!(g.apply(p).unwrap_err().to_string().contains("still reads"));
     }
 }
