@@ -10,6 +10,7 @@ pub mod node;
 pub mod ops;
 pub mod order;
 pub mod rewrite;
+pub mod scope;
 pub mod tensor;
 pub mod value;
 mod verify;
@@ -20,6 +21,7 @@ pub use ids::{NodeId, ValueId};
 pub use model::{Function, Model, OpsetId};
 pub use node::{Node, OpKey};
 pub use rewrite::{Change, ChangeLog, NewNode, Patch, ValRef};
+pub use scope::ScopeChain;
 pub use tensor::{DataType, SparseTensor, Tensor, TensorData};
 pub use value::{
     Dim, DimValue, Shape, TypeInfo, TypeKind, Use, UseSlot, Value, ValueDef, ValueInfo,
