@@ -100,3 +100,29 @@ fn refuses_to_overwrite_input() {
     let err = io::save(&model, &p, &SaveOptions::default()).unwrap_err();
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");
 }
+
+/// A file whose fields are not in field-number order (legal protobuf, not what serializers write) comes back
+/// message-equal, in canonical order: the README's documented exception to byte identity.
+#[test]
+fn non_canonical_encoding_is_message_equal() {
+    // graph (field 7) { name (2) = "g", output (12) { name (1) = "x" }, input (11) { name = "x" } }, then ir_version (1) = 8
+    let vi = |n: u8| vec![n, 3, 0x0a, 1, b'x'];
+    let mut graph = vec![0x12, 1, b'g'];
+    graph.extend(vi(0x62)); // output first...
+    graph.extend(vi(0x5a)); // ...then input: out of order
+    let mut bytes = vec![0x3a, graph.len() as u8];
+    bytes.extend(graph);
+    bytes.extend([0x08, 0x08]);
+    let dir = common::tempdir();
+    let src = dir.path().join("odd.onnx");
+    std::fs::write(&src, &bytes).unwrap();
+    let m = io::load(&src).unwrap();
+    let out = dir.path().join("canon.onnx");
+    io::save(&m, &out, &SaveOptions::default()).unwrap();
+    let written = std::fs::read(&out).unwrap();
+    assert_ne!(written, bytes, "field order is canonicalised");
+    assert_eq!(written.len(), bytes.len());
+    let again = io::load(&out).unwrap();
+    assert_eq!(onnx_rewrite::dump::render(&m), onnx_rewrite::dump::render(&again));
+    assert_eq!(again.ir_version, Some(8));
+}
