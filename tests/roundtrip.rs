@@ -123,6 +123,9 @@ fn non_canonical_encoding_is_message_equal() {
     assert_ne!(written, bytes, "field order is canonicalised");
     assert_eq!(written.len(), bytes.len());
     let again = io::load(&out).unwrap();
-    assert_eq!(onnx_rewrite::dump::render(&m), onnx_rewrite::dump::render(&again));
+    assert_eq!(
+        onnx_rewrite::dump::render(&m),
+        onnx_rewrite::dump::render(&again)
+    );
     assert_eq!(again.ir_version, Some(8));
 }

@@ -301,8 +301,12 @@ fn write_atomic(dest: &Path, f: impl FnOnce(&mut dyn Write) -> std::io::Result<(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dest).map(|m| m.permissions().mode()).unwrap_or(0o644);
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(werr)?;
+        let mode = std::fs::metadata(dest)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o644);
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(werr)?;
     }
     tmp.persist(dest).map_err(|e| werr(e.error))?;
     Ok(())

@@ -9,6 +9,8 @@ use crate::ir::graph::Graph;
 #[derive(Clone, Debug, Default)]
 pub struct NameAuthority {
     reserved: HashSet<String>,
+    /// Node names of the graph, collected on first use (values have the graph's own index).
+    node_names: Option<HashSet<String>>,
 }
 
 impl NameAuthority {
@@ -43,8 +45,11 @@ impl NameAuthority {
     }
 
     fn claim(&mut self, graph: &Graph, name: &str) -> bool {
+        let node_names = self
+            .node_names
+            .get_or_insert_with(|| graph.nodes().filter_map(|(_, n)| n.name.clone()).collect());
         let taken = graph.value_by_name(name).is_some()
-            || graph.nodes().any(|(_, n)| n.name.as_deref() == Some(name))
+            || node_names.contains(name)
             || self.reserved.contains(name);
         if !taken {
             self.reserved.insert(name.to_string());

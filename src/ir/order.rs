@@ -21,6 +21,7 @@ pub fn stable_topo(
     for id in nodes {
         live[id.index()] = true;
     }
+    let captures = captured_producers(graph);
     for id in nodes {
         let Some(node) = graph.node(*id) else {
             continue;
@@ -33,7 +34,7 @@ pub fn stable_topo(
             }
         }
         // captures: a subgraph that reads a value makes its node depend on the producer
-        for p in captured_producers(graph, *id) {
+        for p in captures.get(id).into_iter().flatten() {
             if live[p.index()] {
                 indeg[id.index()] += 1;
             }
@@ -74,18 +75,13 @@ pub fn stable_topo(
     (out, rest)
 }
 
-/// Producers (in this graph) of the values a node's subgraphs capture, once per use.
-fn captured_producers(graph: &Graph, id: NodeId) -> Vec<NodeId> {
-    let mut out = Vec::new();
-    for (v, value) in graph.values() {
-        let _ = v;
-        if value
-            .uses
-            .iter()
-            .any(|u| u.node == id && u.slot == UseSlot::Capture)
-        {
-            if let ValueDef::Node(p, _) = value.def {
-                out.push(p);
+/// For each node whose subgraphs capture values: the producers (in this graph) of those values.
+fn captured_producers(graph: &Graph) -> std::collections::HashMap<NodeId, Vec<NodeId>> {
+    let mut out: std::collections::HashMap<NodeId, Vec<NodeId>> = Default::default();
+    for (_, value) in graph.values() {
+        if let ValueDef::Node(p, _) = value.def {
+            for u in value.uses.iter().filter(|u| u.slot == UseSlot::Capture) {
+                out.entry(u.node).or_default().push(p);
             }
         }
     }

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::error::Result;
-use crate::ir::{Graph, Model, NodeId, Patch, ValueDef, ValueId};
+use crate::ir::{Graph, Model, NodeId, Patch, UseSlot, ValueDef, ValueId};
 use crate::passes::{Outcome, Pass, PassContext, PassReport};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -60,13 +60,15 @@ fn dce_graph(g: &mut Graph, path: &str, report: &mut PassReport) -> Result<()> {
                 let node = g.node(n).expect("defined by a live node");
                 work.extend(node.inputs.iter().flatten().copied());
                 // values the node's subgraphs capture
-                for (cv, value) in g.values() {
-                    if value
-                        .uses
-                        .iter()
-                        .any(|u| u.node == n && u.slot == crate::ir::UseSlot::Capture)
-                    {
-                        work.push(cv);
+                if node.has_subgraphs() {
+                    for (cv, value) in g.values() {
+                        if value
+                            .uses
+                            .iter()
+                            .any(|u| u.node == n && u.slot == UseSlot::Capture)
+                        {
+                            work.push(cv);
+                        }
                     }
                 }
             }
