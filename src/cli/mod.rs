@@ -1,6 +1,7 @@
 //! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
 
 mod inspect;
+mod validate;
 
 use std::path::{Path, PathBuf};
 
@@ -62,11 +63,53 @@ pub enum Command {
         /// Print the structural diff of input and output.
         #[arg(long)]
         diff: bool,
+        /// Validate the result against the input through tract; on failure exit 4 and write nothing.
+        #[arg(long)]
+        validate: bool,
+        #[command(flatten)]
+        inputs: validate::InputArgs,
+        #[command(flatten)]
+        tolerances: validate::ToleranceArgs,
         #[command(flatten)]
         data: DataArgs,
     },
     /// List the available passes with their options.
     Passes,
+    /// Run two models on the same inputs through tract and report drift; exit 4 past the tolerances.
+    Validate {
+        reference: PathBuf,
+        candidate: PathBuf,
+        #[command(flatten)]
+        inputs: validate::InputArgs,
+        #[command(flatten)]
+        tolerances: validate::ToleranceArgs,
+        /// Do not compare intermediate tensors the two models share.
+        #[arg(long)]
+        no_attribution: bool,
+        /// Also time both models: warm-up, then the median of N runs.
+        #[arg(long, value_name = "N")]
+        latency: Option<usize>,
+        /// Use tract's optimised kernels (faster; a few ulp of float drift).
+        #[arg(long)]
+        optimize: bool,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Size, parameters by dtype, MACs per op type, latency, and accuracy with --labels, for one model.
+    Evaluate {
+        model: PathBuf,
+        #[command(flatten)]
+        inputs: validate::InputArgs,
+        /// Timed runs after warm-up (median reported).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        latency: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -178,23 +221,88 @@ pub fn run(cli: Cli) -> Result<i32> {
             stop_after,
             report,
             diff,
+            validate: check,
+            inputs,
+            tolerances,
             data,
         } => {
             let mut m = io::load(&input)?;
-            let before = if diff { Some(m.clone()) } else { None };
+            let before = if diff || check { Some(m.clone()) } else { None };
             let specs = split_specs(&specs);
             let specs: Vec<&str> = specs.iter().map(|s| s.as_str()).collect();
             let reports = passes::run_pipeline(&mut m, &specs, &PipelineOptions { stop_after })?;
             for r in &reports {
                 print!("{r}");
             }
-            if let Some(b) = before {
-                print!("{}", crate::dump::diff(&b, &m));
+            if let (true, Some(b)) = (diff, &before) {
+                print!("{}", crate::dump::diff(b, &m));
             }
             if let Some(path) = report {
                 write_json(&path, &reports)?;
             }
+            if let (true, Some(b)) = (check, &before) {
+                let mut opts = inputs.options()?;
+                opts.tolerances = tolerances.tolerances();
+                let r = crate::validate::compare(b, &m, &opts)?;
+                print!("{r}");
+                if !r.passed() {
+                    eprintln!("validation failed: {} not written", output.display());
+                    return Ok(4);
+                }
+            }
             io::save(&m, &output, &data.save_options())?;
+        }
+        Command::Validate {
+            reference,
+            candidate,
+            inputs,
+            tolerances,
+            no_attribution,
+            latency,
+            optimize,
+            json,
+            report,
+        } => {
+            let mut opts = inputs.options()?;
+            opts.tolerances = tolerances.tolerances();
+            opts.attribution = !no_attribution;
+            opts.latency_runs = latency;
+            opts.optimize = optimize;
+            let r =
+                crate::validate::compare(&io::load(&reference)?, &io::load(&candidate)?, &opts)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serialisable")
+                );
+            } else {
+                print!("{r}");
+            }
+            if let Some(path) = report {
+                write_json(&path, &r)?;
+            }
+            if !r.passed() {
+                eprintln!("validation failed: drift past the tolerances");
+                return Ok(4);
+            }
+        }
+        Command::Evaluate {
+            model,
+            inputs,
+            latency,
+            json,
+        } => {
+            let mut opts = inputs.options()?;
+            opts.latency_runs = Some(latency);
+            let r = crate::validate::evaluate(&io::load(&model)?, Some(&model), &opts)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serialisable")
+                );
+            } else {
+                print!("{r}");
+            }
         }
         Command::Passes => {
             for p in passes::PASSES {

@@ -1,0 +1,124 @@
+//! `validate A B` and `evaluate M`: flags -> `ValidateOptions` -> `validate::compare` / `validate::evaluate`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::validate::{Tolerances, ValidateOptions};
+
+/// Inputs and shapes, shared by `validate`, `evaluate` and `run --validate`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct InputArgs {
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of random samples.
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Value of a symbolic dim, e.g. `--dim batch=4` (repeatable). Unset symbolic dims are 1 (`--default-dim`).
+    #[arg(long = "dim", value_name = "NAME=VALUE")]
+    pub dims: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    pub default_dim: i64,
+    /// Range of random float inputs, `LO:HI` (default -1:1).
+    #[arg(long, value_name = "LO:HI")]
+    pub float_range: Option<String>,
+    /// Range of random integer inputs, `LO:HI` (token ids indexing a constant table are kept below its rows).
+    #[arg(long, value_name = "LO:HI")]
+    pub int_range: Option<String>,
+    /// Input files (.npy or ONNX TensorProto .pb, one per graph input) or one folder of samples.
+    #[arg(long = "input", value_name = "PATH")]
+    pub inputs: Vec<PathBuf>,
+    /// Integer labels (.npy), one per row of the classifier output, for top-1/top-5 accuracy.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+/// Tolerances of `validate` (and `run --validate`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ToleranceArgs {
+    /// Fail when max |ref - cand| of an output exceeds this.
+    #[arg(long)]
+    pub max_abs: Option<f64>,
+    /// Fail when mean |ref - cand| exceeds this.
+    #[arg(long)]
+    pub mean_abs: Option<f64>,
+    /// Fail when cosine similarity is below this (default 0.99; `none` to disable via --no-default-tolerances).
+    #[arg(long)]
+    pub min_cosine: Option<f64>,
+    /// Fail when SQNR in dB is below this (default 20).
+    #[arg(long)]
+    pub min_sqnr: Option<f64>,
+    /// Fail when top-1 agreement of a classifier-like output is below this fraction.
+    #[arg(long)]
+    pub min_top1: Option<f64>,
+    /// Fail when top-5 agreement is below this fraction.
+    #[arg(long)]
+    pub min_top5: Option<f64>,
+    /// Start from no limits instead of the defaults (cosine >= 0.99, SQNR >= 20 dB).
+    #[arg(long)]
+    pub no_default_tolerances: bool,
+}
+
+fn range<T: std::str::FromStr>(flag: &str, s: &str) -> Result<(T, T)> {
+    let bad = || Error::Usage(format!("--{flag} '{s}': expected LO:HI"));
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+impl InputArgs {
+    pub fn options(&self) -> Result<ValidateOptions> {
+        let mut o = ValidateOptions {
+            seed: self.seed,
+            samples: self.samples,
+            default_dim: self.default_dim,
+            ..Default::default()
+        };
+        for d in &self.dims {
+            let (k, v) = d
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--dim '{d}': expected NAME=VALUE")))?;
+            let v: i64 = v
+                .parse()
+                .map_err(|_| Error::Usage(format!("--dim '{d}': value is not an integer")))?;
+            o.dims.insert(k.to_string(), v);
+        }
+        if let Some(r) = &self.float_range {
+            o.float_range = range("float-range", r)?;
+        }
+        if let Some(r) = &self.int_range {
+            o.int_range = Some(range("int-range", r)?);
+        }
+        o.inputs = self.inputs.clone();
+        o.labels = self.labels.clone();
+        Ok(o)
+    }
+}
+
+impl ToleranceArgs {
+    pub fn tolerances(&self) -> Tolerances {
+        let mut t = if self.no_default_tolerances {
+            Tolerances {
+                max_abs: None,
+                mean_abs: None,
+                min_cosine: None,
+                min_sqnr_db: None,
+                min_top1: None,
+                min_top5: None,
+            }
+        } else {
+            Tolerances::default()
+        };
+        t.max_abs = self.max_abs.or(t.max_abs);
+        t.mean_abs = self.mean_abs.or(t.mean_abs);
+        t.min_cosine = self.min_cosine.or(t.min_cosine);
+        t.min_sqnr_db = self.min_sqnr.or(t.min_sqnr_db);
+        t.min_top1 = self.min_top1.or(t.min_top1);
+        t.min_top5 = self.min_top5.or(t.min_top5);
+        t
+    }
+}
