@@ -308,10 +308,12 @@ pub fn compare(
             };
             let classes = classifier_classes(a.shape(), is_float(a.datum_type()));
             st.acc.add(&av, &bv, classes);
-            if labels.is_some() && classes.is_some() && classifier_output.is_none_or(|o| o == i) {
-                classifier_output = Some(i);
-                acc_ref.add(&av, classes.unwrap());
-                acc_cand.add(&bv, classes.unwrap());
+            if let (Some(_), Some(c)) = (&labels, classes) {
+                if classifier_output.is_none_or(|o| o == i) {
+                    classifier_output = Some(i);
+                    acc_ref.add(&av, c);
+                    acc_cand.add(&bv, c);
+                }
             }
         }
         // Attribution: exposed tensors present in both plans.

@@ -1,7 +1,6 @@
 //! Inputs for a validation run: seeded random tensors that respect each input's dtype and range, or tensors read
 //! from `.npy` / ONNX `TensorProto` `.pb` files or a folder of samples.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -95,10 +94,7 @@ fn fnv(s: &str) -> u64 {
 
 /// The declared dtype and the concrete shape of every runtime input, symbolic dims resolved from `opts.dims`
 /// (default `opts.default_dim`, which defaults to 1).
-pub(crate) fn declared_inputs(
-    model: &Model,
-    opts: &ValidateOptions,
-) -> Result<Vec<(String, DataType, Vec<Option<usize>>, Vec<usize>)>> {
+pub(crate) fn declared_inputs(model: &Model, opts: &ValidateOptions) -> Result<Vec<Decl>> {
     let g = &model.graph;
     let mut out = Vec::new();
     for io in g.runtime_inputs() {
@@ -504,7 +500,15 @@ fn load_samples(decl: &[Decl], paths: &[PathBuf]) -> Result<(Vec<InputSpec>, Vec
             name: n.clone(),
             dtype: t.dtype().name().into_owned(),
             shape: t.dims.iter().map(|d| *d as usize).collect(),
-            source: format!("files ({} samples)", samples.len()),
+            source: if samples.len() == 1 {
+                format!("from {}", first.origin)
+            } else {
+                format!(
+                    "from files, {} samples (first: {})",
+                    samples.len(),
+                    first.origin
+                )
+            },
         })
         .collect();
     Ok((specs, samples))
@@ -515,12 +519,4 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
     let t = npy::read_npy(path, "labels")?;
     t.to_i64_vec()
         .map_err(|_| Error::Validate(format!("{}: labels must be integers", path.display())))
-}
-
-#[allow(dead_code)]
-pub(crate) fn dims_map(specs: &[InputSpec]) -> BTreeMap<String, Vec<usize>> {
-    specs
-        .iter()
-        .map(|s| (s.name.clone(), s.shape.clone()))
-        .collect()
 }

@@ -202,7 +202,7 @@ mod tests {
         let mut acc = Acc::default();
         acc.add(&[1.0, 2.0], &[-1.0, -2.0], Some(2));
         let m = acc.finish();
-        assert_eq!(m.cosine, -1.0);
+        assert!((m.cosine + 1.0).abs() < 1e-12);
         assert!((m.sqnr_db - 10.0 * (5.0f64 / 20.0).log10()).abs() < 1e-12);
         assert_eq!(m.top1, Some(0.0));
         assert_eq!(m.top5, None);

@@ -180,9 +180,17 @@ pub(crate) fn load(model: &Model, shapes: &[(String, DataType, Vec<usize>)]) -> 
     }
     // Passes may leave value_info stale; tract infers every shape itself.
     onnx.ignore_value_info = true;
+    // Decode from our buffer without a copy (tract's `model_for_read` would read it into another one); raw
+    // tensor data stays a slice of `bytes` until tract builds its own tensors.
+    let proto = {
+        use prost::Message;
+        tract_onnx::pb::ModelProto::decode(Bytes::from(bytes))
+            .map_err(|e| Error::Validate(format!("tract could not decode the model: {e}")))?
+    };
     let mut im = guard("tract could not load the model", || {
-        onnx.model_for_read(&mut &bytes[..])
+        onnx.model_for_proto_model(&proto)
     })?;
+    drop(proto);
     let mut inputs = Vec::new();
     for (i, outlet) in im.inputs.clone().iter().enumerate() {
         let name = im.node(outlet.node).name.clone();
