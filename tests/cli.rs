@@ -173,3 +173,55 @@ fn convert_is_deterministic_and_external_round_trips() {
     let (_, d, _) = cli(&["diff", "fixtures/conv_bn_relu.onnx", back.to_str().unwrap()]);
     assert!(d.starts_with("nodes: +0 -0 ~0  values: +0 -0 ~0"), "{d}");
 }
+
+#[test]
+fn validate_exit_codes_and_table() {
+    use onnx_rewrite::ir::{Patch, Tensor};
+    // a model against itself: zero drift, exit 0, stable table
+    let (code, out, err) = cli(&[
+        "validate",
+        "fixtures/digits/digits_cnn.onnx",
+        "fixtures/digits/digits_cnn.onnx",
+        "--samples",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("validate__digits_self", out);
+    // a broken rewrite (every weight of the first initializer negated): exit 4
+    let mut m =
+        onnx_rewrite::io::load(&common::root().join("fixtures/digits/digits_cnn.onnx")).unwrap();
+    let (v, t) = m
+        .graph
+        .initializers()
+        .find(|(_, t)| t.dims.len() == 4)
+        .map(|(v, t)| (v, t.clone()))
+        .unwrap();
+    let flipped: Vec<f32> = t.to_f32_vec().unwrap().iter().map(|x| -x).collect();
+    let mut p = Patch::new("break");
+    p.replace_initializer(v, Tensor::from_f32(t.name(), t.dims.clone(), &flipped));
+    m.graph.apply(p).unwrap();
+    let dir = common::tempdir();
+    let broken = dir.path().join("broken.onnx");
+    onnx_rewrite::io::save(&m, &broken, &Default::default()).unwrap();
+    let (code, out, _) = cli(&[
+        "validate",
+        "fixtures/digits/digits_cnn.onnx",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("FAIL"), "{out}");
+    // run --validate: the clean-up passes meet even a zero max-abs tolerance, and the output is written
+    let out_model = dir.path().join("clean.onnx");
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/digits/digits_cnn.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--max-abs",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out_model.exists());
+}
