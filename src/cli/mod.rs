@@ -175,32 +175,30 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     })
 }
 
+/// Print a report as JSON or as its text form.
+fn show<T: serde::Serialize + std::fmt::Display>(value: &T, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("reports serialise")
+        );
+    } else {
+        print!("{value}");
+    }
+}
+
 /// Run a parsed command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Inspect { model, json } => {
             let m = io::load(&model)?;
             let info = inspect::inspect(&m, &model)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&info).expect("serialisable")
-                );
-            } else {
-                print!("{info}");
-            }
+            show(&info, json);
         }
         Command::Dump { model } => print!("{}", crate::dump::render(&io::load(&model)?)),
         Command::Diff { a, b, json } => {
             let d = crate::dump::diff(&io::load(&a)?, &io::load(&b)?);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&d).expect("serialisable")
-                );
-            } else {
-                print!("{d}");
-            }
+            show(&d, json);
         }
         Command::Convert {
             input,
@@ -270,14 +268,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             opts.optimize = optimize;
             let r =
                 crate::validate::compare(&io::load(&reference)?, &io::load(&candidate)?, &opts)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).expect("serialisable")
-                );
-            } else {
-                print!("{r}");
-            }
+            show(&r, json);
             if let Some(path) = report {
                 write_json(&path, &r)?;
             }
@@ -295,14 +286,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut opts = inputs.options()?;
             opts.latency_runs = Some(latency);
             let r = crate::validate::evaluate(&io::load(&model)?, Some(&model), &opts)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).expect("serialisable")
-                );
-            } else {
-                print!("{r}");
-            }
+            show(&r, json);
         }
         Command::Passes => {
             for p in passes::PASSES {

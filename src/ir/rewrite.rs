@@ -531,7 +531,9 @@ impl Graph {
             }
         }
 
-        // 4. erasures: drop the node's uses, then its outputs must be dead
+        erased.sort();
+        erased.dedup(); // erasing a node twice in one patch is erasing it once
+                        // 4. erasures: drop the node's uses, then its outputs must be dead
         for node in &erased {
             let n = self.node(*node).expect("checked above");
             let inputs: Vec<(usize, ValueId)> = n
@@ -561,24 +563,6 @@ impl Graph {
         for node in &erased {
             let n = self.nodes[node.index()].take().expect("checked above");
             for v in n.outputs.iter().flatten() {
-                if let Some(u) = self.uses(*v).first() {
-                    let user = self
-                        .node(u.node)
-                        .map(|n| n.name().to_string())
-                        .unwrap_or_default();
-                    return Err(err(format!(
-                        "erasing node '{}' leaves '{}' used by node '{user}'",
-                        n.name(),
-                        self.value_name(*v)
-                    )));
-                }
-                if self.is_output(*v) {
-                    return Err(err(format!(
-                        "erasing node '{}' removes graph output '{}'",
-                        n.name(),
-                        self.value_name(*v)
-                    )));
-                }
                 self.value_mut(*v).def = ValueDef::None;
                 undefined.push(*v);
             }
@@ -587,25 +571,24 @@ impl Graph {
                 op: n.op.display(),
             });
         }
-        // values this patch left undefined must be unused; they leave the name index and value_info
+        // values this patch left undefined (outputs of erased nodes, removed initializers) must be unused; they
+        // leave the name index and value_info
         for v in &undefined {
+            let name = self.value_name(*v).to_string();
             if let Some(u) = self.uses(*v).first() {
                 let user = self
                     .node(u.node)
                     .map(|n| n.name().to_string())
                     .unwrap_or_default();
                 return Err(err(format!(
-                    "'{}' was removed but node '{user}' still reads it",
-                    self.value_name(*v)
+                    "'{name}' is removed by this patch but still used by node '{user}'"
                 )));
             }
             if self.is_output(*v) {
                 return Err(err(format!(
-                    "'{}' was removed but is a graph output",
-                    self.value_name(*v)
+                    "'{name}' is removed by this patch but is a graph output"
                 )));
             }
-            let name = self.value_name(*v).to_string();
             if self.index.get(&name) == Some(v) {
                 self.index.remove(&name);
             }
@@ -726,7 +709,7 @@ mod tests {
         let mut p = Patch::new("bad");
         p.erase_node(relu);
         let e = g.apply(p).unwrap_err().to_string();
-        assert!(e.contains("used by node 'neg_1'"), "{e}");
+        assert!(e.contains("still used by node 'neg_1'"), "{e}");
     }
 
     #[test]
@@ -756,6 +739,10 @@ mod tests {
         assert_eq!(g.constant(w).unwrap().name(), "w");
         let mut p = Patch::new("t");
         p.remove_initializer(w);
-        assert!(g.apply(p).unwrap_err().to_string().contains("still reads"));
+        assert!(g
+            .apply(p)
+            .unwrap_err()
+            .to_string()
+            .contains("still used by node"));
     }
 }
