@@ -4,22 +4,10 @@
 
 mod common;
 
-use std::process::Command;
+use common::cli;
 
 use bytes::Bytes;
 use onnx_rewrite::io;
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_onnx-rewrite"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 #[test]
 fn structured_corpus_exit_3_with_names() {

@@ -36,13 +36,7 @@ pub fn inspect(m: &Model, path: &Path) -> Result<Inspect> {
             }
         }
     });
-    let ty = |io: &crate::ir::GraphIo| {
-        io.info
-            .ty
-            .as_ref()
-            .map(|t| t.render())
-            .unwrap_or_else(|| "?".into())
-    };
+    let ty = |io: &crate::ir::GraphIo| crate::dump::render_type(&io.info.ty);
     let g = &m.graph;
     let stats = stats(m);
     Ok(Inspect {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::dump::render::{node_label, node_line, tensor_summary};
+use crate::dump::render::{node_label, node_line, tensor_summary, ty};
 use crate::dump::stats::{stats, Stats};
 use crate::ir::{Graph, Model};
 
@@ -96,12 +96,7 @@ fn collect_nodes(g: &Graph, scope: &str, out: &mut Vec<NodeEntry>) {
 
 fn collect_values(g: &Graph, scope: &str, out: &mut BTreeMap<String, String>) {
     for io in g.inputs() {
-        let t = io
-            .info
-            .ty
-            .as_ref()
-            .map(|t| t.render())
-            .unwrap_or_else(|| "?".into());
+        let t = ty(&io.info.ty);
         out.insert(format!("{scope}input {}", g.value_name(io.value)), t);
     }
     for (v, t) in g.initializers() {
@@ -111,12 +106,7 @@ fn collect_values(g: &Graph, scope: &str, out: &mut BTreeMap<String, String>) {
         );
     }
     for io in g.outputs() {
-        let t = io
-            .info
-            .ty
-            .as_ref()
-            .map(|t| t.render())
-            .unwrap_or_else(|| "?".into());
+        let t = ty(&io.info.ty);
         out.insert(format!("{scope}output {}", g.value_name(io.value)), t);
     }
     for (i, (_, n)) in g.nodes().enumerate() {

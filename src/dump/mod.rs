@@ -6,4 +6,4 @@ mod render;
 pub mod stats;
 
 pub use diff::{diff, Diff};
-pub use render::render;
+pub use render::{render, ty as render_type};

@@ -51,7 +51,8 @@ pub fn render(model: &Model) -> String {
     out
 }
 
-fn ty(t: &Option<TypeInfo>) -> String {
+/// A declared type as text, `?` when absent.
+pub fn ty(t: &Option<TypeInfo>) -> String {
     t.as_ref().map(|t| t.render()).unwrap_or_else(|| "?".into())
 }
 

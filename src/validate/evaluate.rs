@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Model, TensorData};
 use crate::validate::compare::sample_shapes;
 use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Sample};
-use crate::validate::metrics::{argmax, classifier_classes, ser_f64, ser_opt_f64};
+use crate::validate::metrics::{argmax, classifier_classes, ser_f64, ser_opt_f64, top5};
 use crate::validate::report::fmt_num;
 use crate::validate::run::{guard, load, values_f32, Runner};
 use crate::validate::ValidateOptions;
@@ -83,14 +83,7 @@ impl AccuracyAcc {
     pub fn add(&mut self, values: &[f32], classes: usize) {
         self.classes = classes;
         for row in values.chunks_exact(classes) {
-            let mut idx: Vec<usize> = (0..row.len()).collect();
-            idx.sort_by(|&i, &j| {
-                row[j]
-                    .partial_cmp(&row[i])
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(i.cmp(&j))
-            });
-            idx.truncate(5);
+            let idx = top5(row);
             debug_assert_eq!(idx[0], argmax(row));
             self.rows.push(idx);
         }

@@ -94,7 +94,8 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
     best
 }
 
-fn top5(row: &[f32]) -> Vec<usize> {
+/// Indices of the five largest values, largest first (ties: lower index first).
+pub(crate) fn top5(row: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&i, &j| {
         row[j]

@@ -101,3 +101,18 @@ pub fn sha256(path: &Path) -> String {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir_in(root().join("target")).unwrap()
 }
+
+/// Run the binary from the repository root: (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_onnx-rewrite"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
