@@ -153,13 +153,16 @@ pub(crate) fn node_label(n: &crate::ir::Node, position: usize) -> String {
 fn graph(out: &mut String, g: &Graph, depth: usize) {
     let pad = "  ".repeat(depth);
     let _ = writeln!(out, "{pad}graph {:?}", g.name());
-    for io in g.inputs() {
+    let io_line = |out: &mut String, kind: &str, io: &crate::ir::GraphIo| {
         let _ = writeln!(
             out,
-            "{pad}  input  {}: {}",
+            "{pad}  {kind:<6} {}: {}",
             g.value_name(io.value),
             ty(&io.info.ty)
         );
+    };
+    for io in g.inputs() {
+        io_line(out, "input", io);
     }
     for (v, t) in g.initializers() {
         let _ = writeln!(
@@ -183,11 +186,6 @@ fn graph(out: &mut String, g: &Graph, depth: usize) {
         }
     }
     for io in g.outputs() {
-        let _ = writeln!(
-            out,
-            "{pad}  output {}: {}",
-            g.value_name(io.value),
-            ty(&io.info.ty)
-        );
+        io_line(out, "output", io);
     }
 }

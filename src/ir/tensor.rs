@@ -378,28 +378,13 @@ impl Tensor {
         }
         let raw = self.raw_bytes()?;
         let v: Vec<f32> = match dt {
-            DataType::FLOAT => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DataType::DOUBLE => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            DataType::INT64 => raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            DataType::INT32 => raw
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
+            DataType::FLOAT => le(&raw, f32::from_le_bytes),
+            DataType::DOUBLE => le(&raw, |b| f64::from_le_bytes(b) as f32),
+            DataType::INT64 => le(&raw, |b| i64::from_le_bytes(b) as f32),
+            DataType::INT32 => le(&raw, |b| i32::from_le_bytes(b) as f32),
             DataType::INT8 => raw.iter().map(|b| *b as i8 as f32).collect(),
             DataType::UINT8 | DataType::BOOL => raw.iter().map(|b| *b as f32).collect(),
-            DataType::FLOAT16 => raw
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
+            DataType::FLOAT16 => le(&raw, |b| f16_to_f32(u16::from_le_bytes(b))),
             _ => {
                 return Err(Error::invalid(
                     format!("tensor '{}'", self.name()),
@@ -417,14 +402,8 @@ impl Tensor {
         }
         let raw = self.raw_bytes()?;
         Ok(match self.dtype() {
-            DataType::INT64 => raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DataType::INT32 => raw
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
+            DataType::INT64 => le(&raw, i64::from_le_bytes),
+            DataType::INT32 => le(&raw, |b| i32::from_le_bytes(b) as i64),
             DataType::INT8 => raw.iter().map(|b| *b as i8 as i64).collect(),
             DataType::UINT8 | DataType::BOOL => raw.iter().map(|b| *b as i64).collect(),
             dt => {
@@ -471,6 +450,13 @@ impl Tensor {
             },
         }
     }
+}
+
+/// Decode little-endian elements of N bytes each (a trailing partial element is ignored).
+fn le<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    raw.chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+        .collect()
 }
 
 /// Product of dims, `None` on a negative dim or overflow.
