@@ -212,3 +212,50 @@ fn validate_exit_codes_and_table() {
     assert_eq!(code, 0, "{err}");
     assert!(out_model.exists());
 }
+
+#[test]
+fn run_validate_writes_nothing_when_validation_fails() {
+    let dir = common::tempdir();
+    let (out_model, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    // rich_metadata holds a custom-domain op tract cannot run: validation cannot pass
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/rich_metadata.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(!out_model.exists() && !report.exists(), "{err}");
+    // drift past a tolerance (no limit can be met: max |error| <= -1): nothing written either
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/conv_bn_relu.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--max-abs=-1",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not written"), "{err}");
+    assert!(!out_model.exists() && !report.exists(), "{err}");
+    // passing validation writes both
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/conv_bn_relu.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out_model.exists() && report.exists());
+}
