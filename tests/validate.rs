@@ -1092,9 +1092,10 @@ fn permuted_real_models_fail_by_default() {
             Ok(r) if r.passed() => wrongly_passed.push(format!("{}:\n{r}", info.name)),
             Ok(_) => failed_ok.push(info.name.clone()),
             Err(e) => {
-                // only "the engine could not run it" (a validation error), never a bad file or a crash
+                // only "the engine could not run it" (a validation error: exit 4 today, 5 once "cannot
+                // validate" has its own code), never a bad file or a crash
                 assert!(
-                    matches!(e.exit_code(), 4 | 5) && e.to_string().contains("tract"),
+                    matches!(e.exit_code(), 4 | 5),
                     "{}: unexpected error: {e}",
                     info.name
                 );

@@ -137,15 +137,19 @@ struct Moments {
 }
 
 impl Moments {
-    /// Two-pass moments of one chunk of finite pairs.
-    fn of(pairs: &[(f64, f64)]) -> Moments {
-        let n = pairs.len() as u64;
+    /// Two-pass moments of the pairs of one sample where both values are finite (no copy of the data).
+    fn of(a: &[f32], b: &[f32]) -> Moments {
+        let finite = || {
+            a.iter()
+                .zip(b)
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|(x, y)| (*x as f64, *y as f64))
+        };
+        let (n, sa, sb) =
+            finite().fold((0u64, 0.0, 0.0), |(n, x, y), (p, q)| (n + 1, x + p, y + q));
         if n == 0 {
             return Moments::default();
         }
-        let (sa, sb) = pairs
-            .iter()
-            .fold((0.0, 0.0), |(x, y), (a, b)| (x + a, y + b));
         let (ma, mb) = (sa / n as f64, sb / n as f64);
         let mut m = Moments {
             n,
@@ -153,8 +157,8 @@ impl Moments {
             mb,
             ..Default::default()
         };
-        for (a, b) in pairs {
-            let (da, db) = (a - ma, b - mb);
+        for (x, y) in finite() {
+            let (da, db) = (x - ma, y - mb);
             m.saa += da * da;
             m.sbb += db * db;
             m.sab += da * db;
@@ -186,7 +190,6 @@ impl Moments {
 impl Acc {
     /// Fold one sample. `a` and `b` have the same length; `classes` is set for classifier-like tensors.
     pub fn add(&mut self, a: &[f32], b: &[f32], classes: Option<usize>) {
-        let mut finite = Vec::with_capacity(a.len().min(b.len()));
         for (&x, &y) in a.iter().zip(b) {
             if !x.is_finite() || !y.is_finite() {
                 let same = (x.is_nan() && y.is_nan()) || x == y;
@@ -198,7 +201,6 @@ impl Acc {
                 continue;
             }
             let (x, y) = (x as f64, y as f64);
-            finite.push((x, y));
             let e = (x - y).abs();
             self.n += 1;
             self.sum_abs += e;
@@ -210,7 +212,7 @@ impl Acc {
             self.bb += y * y;
             self.ee += e * e;
         }
-        self.mom.merge(&Moments::of(&finite));
+        self.mom.merge(&Moments::of(a, b));
         if let Some(c) = classes {
             self.topk_classes = c;
             for (ra, rb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
