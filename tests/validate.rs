@@ -1006,6 +1006,23 @@ fn permuted_weights_under_an_offset_fail_by_default_and_int8_rounding_passes() {
         "{r}"
     );
     assert!(r.to_string().contains("pearson"), "{r}");
+    // the same through the CLI: exit 4 by default, exit 0 with only the old raw limits
+    let dir = common::tempdir();
+    let (a, b) = (dir.path().join("ref.onnx"), dir.path().join("perm.onnx"));
+    io::save(&m, &a, &Default::default()).unwrap();
+    io::save(&permuted, &b, &Default::default()).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (code, out, _) = common::cli(&["validate", a, b]);
+    assert_eq!(code, 4, "{out}");
+    let old_flags = [
+        "--no-default-tolerances",
+        "--min-cosine",
+        "0.99",
+        "--min-sqnr",
+        "20",
+    ];
+    let (code, out, _) = common::cli(&[&["validate", a, b][..], &old_flags[..]].concat());
+    assert_eq!(code, 0, "{out}");
 
     // int8 per-channel rounding of the weights passes the defaults
     let q = int8_rounded(&m);
