@@ -212,3 +212,90 @@ fn validate_exit_codes_and_table() {
     assert_eq!(code, 0, "{err}");
     assert!(out_model.exists());
 }
+
+#[test]
+fn run_validate_writes_nothing_when_validation_fails() {
+    let dir = common::tempdir();
+    let (out_model, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+    // rich_metadata holds a custom-domain op tract cannot run: validation cannot pass
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/rich_metadata.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(!out_model.exists() && !report.exists(), "{err}");
+    // drift past a tolerance (no limit can be met: max |error| <= -1): nothing written either
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/conv_bn_relu.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--max-abs=-1",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not written"), "{err}");
+    assert!(!out_model.exists() && !report.exists(), "{err}");
+    // passing validation writes both
+    let (code, _, err) = cli(&[
+        "run",
+        "fixtures/conv_bn_relu.onnx",
+        out_model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "--validate",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out_model.exists() && report.exists());
+}
+
+#[test]
+fn validate_centred_tolerance_flags() {
+    let m = "fixtures/conv_bn_relu.onnx";
+    let json = |extra: &[&str]| {
+        let mut args = vec!["validate", m, m, "--json", "--no-attribution"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    // defaults: centred measures plus the raw SQNR, no raw cosine
+    let t = &json(&[])["tolerances"];
+    assert_eq!(t["min_pearson"], 0.99);
+    assert_eq!(t["min_sqnr_centered_db"], 20.0);
+    assert_eq!(t["min_sqnr_db"], 20.0);
+    assert!(t["min_cosine"].is_null());
+    let v = json(&["--min-pearson", "0.5", "--min-sqnr-centered", "30"]);
+    assert_eq!(v["tolerances"]["min_pearson"], 0.5);
+    assert_eq!(v["tolerances"]["min_sqnr_centered_db"], 30.0);
+    let checks: Vec<&str> = v["outputs"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["metric"].as_str().unwrap())
+        .collect();
+    assert!(
+        checks.contains(&"pearson") && checks.contains(&"sqnr_centered_db"),
+        "{checks:?}"
+    );
+    let t = &json(&["--no-default-tolerances"])["tolerances"];
+    for k in [
+        "min_pearson",
+        "min_sqnr_centered_db",
+        "min_sqnr_db",
+        "min_cosine",
+    ] {
+        assert!(t[k].is_null(), "{k}: {t}");
+    }
+}

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Compute onnx-rewrite's comparison metrics from ONNX Runtime outputs (cross-check of src/validate/).
 
-    ort_metrics.py REFERENCE.onnx CANDIDATE.onnx INPUT_DIR
+    ort_metrics.py REFERENCE.onnx CANDIDATE.onnx INPUT_DIR [OUTPUT_DIR]
 
 INPUT_DIR holds one <input name>.npy per model input (names sanitised as in src/validate/inputs.rs: every
 character outside [A-Za-z0-9_.-] becomes '_'). Both models run with graph_optimization_level = ORT_DISABLE_ALL
 (ORT's default optimisations re-quantize DequantizeLinear->MatMul and are not an exact reference). Prints JSON:
-{"outputs": {name: {max_abs, mean_abs, cosine, sqnr_db, top1, top5}}} with the definitions of
-src/validate/metrics.rs (f64 accumulation; inf as the string "inf").
+{"outputs": {name: {max_abs, mean_abs, cosine, sqnr_db, pearson, sqnr_centered_db, top1, top5}}} with the
+definitions of src/validate/metrics.rs (f64 accumulation; inf as the string "inf"; centred measures null for a
+constant reference). With OUTPUT_DIR, also saves ONNX Runtime's outputs there as reference_<k>.npy and
+candidate_<k>.npy (k = the reference's output position), so a test can bound the engines' float noise.
 """
 import json
 import math
@@ -67,11 +69,23 @@ def metrics(a, b):
         sqnr = -math.inf
     else:
         sqnr = 10 * math.log10(aa / ee)
+    # two-pass centring (as metrics.rs: exact means, no sum a^2 - n mean^2 cancellation)
+    ac = af - af.mean() if af.size else af
+    bc = bf - bf.mean() if bf.size else bf
+    saa, sbb, sab = float(ac @ ac), float(bc @ bc), float(ac @ bc)
+    if saa > 0:
+        pearson = 0.0 if sbb == 0 else max(-1.0, min(1.0, sab / (math.sqrt(saa) * math.sqrt(sbb))))
+        sqnr_c = math.inf if ee == 0 else 10 * math.log10(saa / ee)
+        pearson, sqnr_c = num(pearson), num(sqnr_c)
+    else:
+        pearson, sqnr_c = None, None
     out = {
         "max_abs": num(float(e.max()) if e.size else 0.0),
         "mean_abs": num(float(e.mean()) if e.size else 0.0),
         "cosine": num(cos),
         "sqnr_db": num(sqnr),
+        "pearson": pearson,
+        "sqnr_centered_db": sqnr_c,
         "top1": None,
         "top5": None,
     }
@@ -93,8 +107,12 @@ def main():
     ro = ref.run(None, feeds)
     co = dict(zip([o.name for o in cand.get_outputs()], cand.run(None, feeds)))
     result = {}
-    for o, a in zip(ref.get_outputs(), ro):
-        result[o.name] = metrics(np.asarray(a), np.asarray(co[o.name]))
+    for k, (o, a) in enumerate(zip(ref.get_outputs(), ro)):
+        b = np.asarray(co[o.name])
+        result[o.name] = metrics(np.asarray(a), b)
+        if len(sys.argv) > 4:
+            np.save(f"{sys.argv[4]}/reference_{k}.npy", np.asarray(a))
+            np.save(f"{sys.argv[4]}/candidate_{k}.npy", b)
     print(json.dumps({"outputs": result}, indent=1, sort_keys=True))
 
 

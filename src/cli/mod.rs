@@ -107,6 +107,9 @@ pub enum Command {
         /// Timed runs after warm-up (median reported).
         #[arg(long, value_name = "N", default_value_t = 10)]
         latency: usize,
+        /// Run the accuracy samples with tract's optimised kernels (latency is always measured optimised).
+        #[arg(long)]
+        optimize: bool,
         #[arg(long)]
         json: bool,
     },
@@ -235,20 +238,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             if let (true, Some(b)) = (diff, &before) {
                 print!("{}", crate::dump::diff(b, &m));
             }
-            if let Some(path) = report {
-                write_json(&path, &reports)?;
-            }
             if let (true, Some(b)) = (check, &before) {
                 let mut opts = inputs.options()?;
                 opts.tolerances = tolerances.tolerances();
                 let r = crate::validate::compare(b, &m, &opts)?;
                 print!("{r}");
                 if !r.passed() {
-                    eprintln!("validation failed: {} not written", output.display());
+                    eprintln!(
+                        "validation failed: {} not written{}",
+                        output.display(),
+                        report
+                            .as_ref()
+                            .map(|r| format!(", nor {}", r.display()))
+                            .unwrap_or_default()
+                    );
                     return Ok(4);
                 }
             }
+            // Written only once validation (if asked) passed: a failed run leaves no file behind.
             io::save(&m, &output, &data.save_options())?;
+            if let Some(path) = report {
+                write_json(&path, &reports)?;
+            }
         }
         Command::Validate {
             reference,
@@ -281,10 +292,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             model,
             inputs,
             latency,
+            optimize,
             json,
         } => {
             let mut opts = inputs.options()?;
             opts.latency_runs = Some(latency);
+            opts.optimize = optimize;
             let r = crate::validate::evaluate(&io::load(&model)?, Some(&model), &opts)?;
             show(&r, json);
         }

@@ -44,19 +44,26 @@ pub struct ToleranceArgs {
     /// Fail when mean |ref - cand| exceeds this.
     #[arg(long)]
     pub mean_abs: Option<f64>,
-    /// Fail when cosine similarity is below this (default 0.99; `none` to disable via --no-default-tolerances).
+    /// Fail when the raw cosine similarity is below this (no default).
     #[arg(long)]
     pub min_cosine: Option<f64>,
-    /// Fail when SQNR in dB is below this (default 20).
+    /// Fail when the raw SQNR in dB (against the reference's power) is below this (default 20).
     #[arg(long)]
     pub min_sqnr: Option<f64>,
+    /// Fail when the Pearson correlation is below this (default 0.99; skipped for a constant reference output).
+    #[arg(long)]
+    pub min_pearson: Option<f64>,
+    /// Fail when the SQNR in dB against the reference's variance is below this (default 20; skipped for a
+    /// constant reference output).
+    #[arg(long)]
+    pub min_sqnr_centered: Option<f64>,
     /// Fail when top-1 agreement of a classifier-like output is below this fraction.
     #[arg(long)]
     pub min_top1: Option<f64>,
     /// Fail when top-5 agreement is below this fraction.
     #[arg(long)]
     pub min_top5: Option<f64>,
-    /// Start from no limits instead of the defaults (cosine >= 0.99, SQNR >= 20 dB).
+    /// Start from no limits instead of the defaults (Pearson >= 0.99, centred SQNR >= 20 dB, SQNR >= 20 dB).
     #[arg(long)]
     pub no_default_tolerances: bool,
 }
@@ -102,14 +109,7 @@ impl InputArgs {
 impl ToleranceArgs {
     pub fn tolerances(&self) -> Tolerances {
         let mut t = if self.no_default_tolerances {
-            Tolerances {
-                max_abs: None,
-                mean_abs: None,
-                min_cosine: None,
-                min_sqnr_db: None,
-                min_top1: None,
-                min_top5: None,
-            }
+            Tolerances::none()
         } else {
             Tolerances::default()
         };
@@ -117,6 +117,8 @@ impl ToleranceArgs {
         t.mean_abs = self.mean_abs.or(t.mean_abs);
         t.min_cosine = self.min_cosine.or(t.min_cosine);
         t.min_sqnr_db = self.min_sqnr.or(t.min_sqnr_db);
+        t.min_pearson = self.min_pearson.or(t.min_pearson);
+        t.min_sqnr_centered_db = self.min_sqnr_centered.or(t.min_sqnr_centered_db);
         t.min_top1 = self.min_top1.or(t.min_top1);
         t.min_top5 = self.min_top5.or(t.min_top5);
         t

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::dump::render::{node_label, node_line, tensor_summary, ty};
+use crate::dump::render::{attr_value, node_label, node_line, tensor_summary, ty};
 use crate::dump::stats::{stats, Stats};
 use crate::ir::{Graph, Model};
 
@@ -56,9 +56,11 @@ struct NodeEntry {
     /// The node line without its label.
     body: String,
     op: String,
-    inputs: String,
-    outputs: String,
-    attrs: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    /// (name, rendered value) of every attribute, sorted by name: read from the node, never parsed back out of
+    /// the rendered line (whose value names may hold any text).
+    attrs: Vec<(String, String)>,
 }
 
 fn collect_nodes(g: &Graph, scope: &str, out: &mut Vec<NodeEntry>) {
@@ -70,12 +72,13 @@ fn collect_nodes(g: &Graph, scope: &str, out: &mut Vec<NodeEntry>) {
             vs.iter()
                 .map(|v| v.map(|v| g.value_name(v).to_string()).unwrap_or_default())
                 .collect::<Vec<_>>()
-                .join(",")
         };
-        let attrs = body
-            .find(") {")
-            .map(|p| body[p + 2..].to_string())
-            .unwrap_or_default();
+        let mut attrs: Vec<(String, String)> = n
+            .attrs
+            .iter()
+            .map(|a| (a.name.clone(), attr_value(a)))
+            .collect();
+        attrs.sort();
         out.push(NodeEntry {
             scope: scope.to_string(),
             label: label.clone(),
@@ -158,10 +161,11 @@ pub fn diff(a: &Model, b: &Model) -> Diff {
             }
         }
     }
-    // 2. structure: same op, attributes and inputs; then same op and outputs
+    // 2. structure: same op, attributes and inputs; then same op and outputs (Debug of the tuple: quoted and
+    //    escaped, so no name can run into the next field)
     let keys: [&dyn Fn(&NodeEntry) -> String; 2] = [
-        &|e| format!("{}|{}|{}|{}", e.scope, e.op, e.attrs, e.inputs),
-        &|e| format!("{}|{}|{}", e.scope, e.op, e.outputs),
+        &|e| format!("{:?}", (&e.scope, &e.op, &e.attrs, &e.inputs)),
+        &|e| format!("{:?}", (&e.scope, &e.op, &e.outputs)),
     ];
     for key in keys {
         let mut pool: HashMap<String, Vec<usize>> = HashMap::new();
@@ -306,5 +310,45 @@ impl fmt::Display for Diff {
             writeln!(f, "  {op}: {}", signed(x, y))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{model, GraphBuilder};
+    use crate::ir::{DataType, OpKey};
+
+    /// An unnamed Relu reading `input`, writing `output`.
+    fn relu(input: &str, output: &str) -> Model {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input(input, DataType::FLOAT, &["4"]);
+        let y = b.named_node("", OpKey::onnx("Relu"), &[Some(x)], &[output], vec![])[0];
+        b.output(y, DataType::FLOAT, &["4"]);
+        model(b.build(), 17)
+    }
+
+    #[test]
+    fn attributes_are_compared_structurally_not_found_in_the_text() {
+        // The input's name holds ") {", the text the old matcher looked for: it took the rest of the line (the
+        // output name included) for the attributes, so renaming the output made the node "removed + added".
+        let d = diff(&relu("x) {y", "r"), &relu("x) {y", "r2"));
+        assert!(
+            d.nodes_added.is_empty() && d.nodes_removed.is_empty(),
+            "{d}"
+        );
+        assert_eq!(d.nodes_changed.len(), 1, "{d}");
+        // different attributes on the same op and inputs are not matched by the first structural key
+        let mut a = relu("x", "r");
+        let mut b = relu("x", "r2");
+        for (m, alpha) in [(&mut a, 0.1f32), (&mut b, 0.2)] {
+            let id = m.graph.node_ids()[0];
+            let mut p = crate::ir::Patch::new("t");
+            p.set_attr(id, crate::ir::Attribute::float("alpha", alpha));
+            m.graph.apply(p).unwrap();
+        }
+        let d = diff(&a, &b);
+        assert_eq!(d.nodes_removed.len(), 1, "{d}");
+        assert_eq!(d.nodes_added.len(), 1, "{d}");
     }
 }

@@ -153,6 +153,13 @@ fn checks(m: &crate::validate::Metrics, t: &Tolerances) -> Vec<Check> {
     if let Some(l) = t.min_sqnr_db {
         c("sqnr_db", m.sqnr_db, l, m.sqnr_db >= l);
     }
+    // Centred measures are `None` for a constant reference: skipped there (remark in `compare`).
+    if let (Some(l), Some(x)) = (t.min_pearson, m.pearson) {
+        c("pearson", x, l, x >= l);
+    }
+    if let (Some(l), Some(x)) = (t.min_sqnr_centered_db, m.sqnr_centered_db) {
+        c("sqnr_centered_db", x, l, x >= l);
+    }
     if let (Some(l), Some(x)) = (t.min_top1, m.top1) {
         c("top1", x, l, x >= l);
     }
@@ -382,6 +389,15 @@ pub fn compare(
             }
             None => {
                 let m = st.acc.finish();
+                if m.pearson.is_none()
+                    && (tol.min_pearson.is_some() || tol.min_sqnr_centered_db.is_some())
+                {
+                    remarks.push(format!(
+                        "output '{}': the reference is constant, so pearson and sqnr_centered_db are undefined \
+                         and not checked; raw metrics only",
+                        st.name
+                    ));
+                }
                 let c = checks(&m, tol);
                 (Some(m), c)
             }
@@ -397,7 +413,8 @@ pub fn compare(
             passed,
         });
     }
-    let drift_limit = tol.min_sqnr_db.unwrap_or(20.0);
+    // Where drift begins: the centred SQNR where it is defined (an offset cannot hide drift), else the raw one.
+    let drift_limit = tol.min_sqnr_centered_db.or(tol.min_sqnr_db).unwrap_or(20.0);
     let tensors: Vec<TensorDrift> = tensor_acc
         .into_iter()
         .map(|(name, shape, acc, _)| {
@@ -407,6 +424,7 @@ pub fn compare(
                 name,
                 shape,
                 sqnr_db: m.sqnr_db,
+                sqnr_centered_db: m.sqnr_centered_db,
                 max_abs: m.max_abs,
                 cosine: m.cosine,
             }
@@ -414,7 +432,10 @@ pub fn compare(
         .collect();
     let first_drift = tensors
         .iter()
-        .find(|t| t.sqnr_db < drift_limit || t.sqnr_db.is_nan())
+        .find(|t| {
+            let s = t.sqnr_centered_db.unwrap_or(t.sqnr_db);
+            s < drift_limit || s.is_nan()
+        })
         .map(|t| t.name.clone());
     if opts.attribution && tensors.is_empty() && !expose.is_empty() {
         remarks.push("no shared intermediate tensor could be compared".into());

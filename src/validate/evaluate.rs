@@ -1,7 +1,7 @@
-//! `evaluate`: what one model costs (file size, parameters by dtype, MACs per op type from tract's typed model)
+//! `evaluate`: what one model costs (file size, parameters by dtype, MACs per ONNX op type from tract's typed model)
 //! and how fast / accurate it is (latency median, top-1/top-5 against labels).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -60,15 +60,24 @@ pub struct Accuracy {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EvaluationReport {
     pub file: FileSize,
-    /// Initializers and Constant-node tensors of every graph (subgraphs included), by dtype name.
+    /// Initializers and Constant-node tensors of every graph (subgraphs included), by dtype name: the count of
+    /// `inspect` (`dump::stats`, one definition for both).
     pub params: BTreeMap<String, ParamCount>,
     pub params_total: u64,
+    /// Of `params_total`, elements in initializers (all graphs).
+    pub initializer_params: u64,
+    /// Of `params_total`, elements in `Constant` node values (all graphs).
+    pub constant_params: u64,
     pub inputs: Vec<InputSpec>,
-    /// Multiply-accumulates per op type (tract op names of the decluttered typed model) at the input shapes.
+    /// Multiply-accumulates per ONNX op type of the model (`Conv`, `MatMul`...) at the input shapes, from tract's
+    /// cost model (tract nodes traced back to the ONNX node they come from; untraced ones as `tract:<op>`).
     pub macs: BTreeMap<String, u64>,
     pub macs_total: u64,
     pub latency: Option<Latency>,
     pub accuracy: Option<Accuracy>,
+    /// tract kernels the accuracy runs used: `reference` (default) or `optimized` (`optimize`). Latency is
+    /// always measured optimised.
+    pub kernels: String,
     pub remarks: Vec<String>,
 }
 
@@ -150,30 +159,15 @@ pub(crate) fn measure_latency(
     })
 }
 
-fn count_params(g: &Graph, out: &mut BTreeMap<String, ParamCount>, files: &mut BTreeSet<PathBuf>) {
-    let mut add = |t: &crate::ir::Tensor| {
-        let e = out.entry(t.dtype().name().into_owned()).or_default();
-        e.count += t.numel().unwrap_or(0);
-        e.bytes += t.byte_size();
-        if let TensorData::External(x) = &t.data {
-            files.insert(PathBuf::from(&x.location));
-        }
-    };
-    for (_, t) in g.initializers() {
-        add(t);
-    }
-    for (_, n) in g.nodes() {
-        if n.op.is("Constant") {
-            if let Some(v) = n.output(0) {
-                if let Some(t) = g.constant(v) {
-                    add(&t);
-                }
+/// External data files referenced by initializers of any graph.
+fn external_files(g: &Graph, files: &mut BTreeSet<PathBuf>) {
+    g.walk(&mut |g| {
+        for (_, t) in g.initializers() {
+            if let TensorData::External(x) = &t.data {
+                files.insert(PathBuf::from(&x.location));
             }
         }
-    }
-    for (_, sg) in g.subgraphs() {
-        count_params(sg, out, files);
-    }
+    });
 }
 
 fn file_size(model: &Model, path: Option<&Path>, files: &BTreeSet<PathBuf>) -> Result<FileSize> {
@@ -208,8 +202,41 @@ fn file_size(model: &Model, path: Option<&Path>, files: &BTreeSet<PathBuf>) -> R
     }
 }
 
-/// MACs per tract op type from the decluttered typed model (concrete shapes).
-fn macs(typed: &TypedModel) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+/// The ONNX op of each main-graph node under the name tract gives it: the node's name, or its first output's
+/// name when it has none (tract-onnx names its nodes that way).
+fn onnx_ops_by_tract_name(model: &Model) -> HashMap<String, String> {
+    let g = &model.graph;
+    let mut out = HashMap::new();
+    for (_, n) in g.nodes() {
+        let key = match n.name() {
+            "" => match n.output(0) {
+                Some(v) => g.value_name(v).to_string(),
+                None => continue,
+            },
+            name => name.to_string(),
+        };
+        out.entry(key).or_insert_with(|| n.op.display());
+    }
+    out
+}
+
+/// The ONNX op a tract node comes from: tract keeps the ONNX node's name and appends `.<suffix>` to the nodes
+/// it derives from it while typing and decluttering (`fc.einsum`, `conv.add_bias`), so the longest prefix of
+/// the name ending at a `.` that names an ONNX node wins.
+fn onnx_op_of<'a>(ops: &'a HashMap<String, String>, tract_name: &str) -> Option<&'a str> {
+    let mut name = tract_name;
+    loop {
+        if let Some(op) = ops.get(name) {
+            return Some(op.as_str());
+        }
+        name = &name[..name.rfind('.')?];
+    }
+}
+
+/// MACs per ONNX op type of `model`, from tract's decluttered typed model (concrete shapes). A tract node that
+/// cannot be traced back to an ONNX node is counted under `tract:<op>` with a remark.
+fn macs(model: &Model, typed: &TypedModel) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+    let ops = onnx_ops_by_tract_name(model);
     let mut out = BTreeMap::new();
     let mut remarks = Vec::new();
     for node in typed.nodes() {
@@ -223,10 +250,25 @@ fn macs(typed: &TypedModel) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
         };
         for (cost, n) in costs {
             if let Cost::FMA(_) = cost {
-                match n.to_i64() {
-                    Ok(n) => *out.entry(node.op.name().to_string()).or_insert(0) += n as u64,
-                    Err(_) => remarks.push(format!("node '{}': symbolic MAC count {n}", node.name)),
-                }
+                let n = match n.to_i64() {
+                    Ok(n) => n as u64,
+                    Err(_) => {
+                        remarks.push(format!("node '{}': symbolic MAC count {n}", node.name));
+                        continue;
+                    }
+                };
+                let op = match onnx_op_of(&ops, &node.name) {
+                    Some(op) => op.to_string(),
+                    None => {
+                        remarks.push(format!(
+                            "MACs of tract node '{}' ({}) not traced to an ONNX node",
+                            node.name,
+                            node.op.name()
+                        ));
+                        format!("tract:{}", node.op.name())
+                    }
+                };
+                *out.entry(op).or_insert(0) += n;
             }
         }
     }
@@ -241,28 +283,37 @@ pub fn evaluate(
     path: Option<&Path>,
     opts: &ValidateOptions,
 ) -> Result<EvaluationReport> {
-    let mut params = BTreeMap::new();
+    let stats = crate::dump::stats::stats(model);
+    let params: BTreeMap<String, ParamCount> = stats
+        .params_by_dtype
+        .iter()
+        .map(|(dt, c)| {
+            (
+                dt.clone(),
+                ParamCount {
+                    count: c.params,
+                    bytes: c.bytes,
+                },
+            )
+        })
+        .collect();
+    let params_total = stats.params();
     let mut files = BTreeSet::new();
-    count_params(&model.graph, &mut params, &mut files);
-    let params_total = params.values().map(|p| p.count).sum();
+    external_files(&model.graph, &mut files);
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
     let loaded = load(model, &sample_shapes(&samples[0]))?;
     let mut remarks = loaded.remarks.clone();
     let typed = loaded.typed()?;
-    let (macs, mut r) = macs(&typed)?;
+    let (macs, mut r) = macs(model, &typed)?;
     remarks.append(&mut r);
     drop(typed);
     let macs_total = macs.values().sum();
-    let runner = loaded.runner(&[], true)?;
     let runs = opts.latency_runs.unwrap_or(10);
     let latency = if runs > 0 {
-        Some(measure_latency(
-            &runner,
-            &samples[0],
-            opts.warmup_runs,
-            runs,
-        )?)
+        // latency is always measured with tract's optimised kernels (what a deployment would run)
+        let fast = loaded.runner(&[], true)?;
+        Some(measure_latency(&fast, &samples[0], opts.warmup_runs, runs)?)
     } else {
         None
     };
@@ -271,13 +322,14 @@ pub fn evaluate(
         Some(p) => {
             let labels = read_labels(p)?;
             let mut acc = AccuracyAcc::default();
-            let mut runner = runner;
+            // accuracy with the kernels `optimize` chooses (reference by default, as `compare`)
+            let mut runner = loaded.runner(&[], opts.optimize)?;
             let mut shapes = sample_shapes(&samples[0]);
             let mut out_ix = None;
             for s in &samples {
                 if sample_shapes(s) != shapes {
                     shapes = sample_shapes(s);
-                    runner = load(model, &shapes)?.runner(&[], true)?;
+                    runner = load(model, &shapes)?.runner(&[], opts.optimize)?;
                 }
                 let outs = runner.run(s)?;
                 let ix = match out_ix {
@@ -315,11 +367,19 @@ pub fn evaluate(
         file,
         params,
         params_total,
+        initializer_params: stats.initializer_params,
+        constant_params: stats.constant_params,
         inputs,
         macs,
         macs_total,
         latency,
         accuracy,
+        kernels: if opts.optimize {
+            "optimized"
+        } else {
+            "reference"
+        }
+        .into(),
         remarks,
     })
 }
@@ -344,7 +404,11 @@ impl fmt::Display for EvaluationReport {
                 None => " (serialized size)".into(),
             }
         )?;
-        writeln!(f, "parameters: {}", self.params_total)?;
+        writeln!(
+            f,
+            "parameters: {} ({} in initializers, {} in Constant nodes)",
+            self.params_total, self.initializer_params, self.constant_params
+        )?;
         for (dt, p) in &self.params {
             writeln!(f, "  {dt:<6} {:>12} params {:>12} bytes", p.count, p.bytes)?;
         }
@@ -374,10 +438,11 @@ impl fmt::Display for EvaluationReport {
         if let Some(a) = &self.accuracy {
             writeln!(
                 f,
-                "accuracy: top1 {} top5 {} ({} rows)",
+                "accuracy: top1 {} top5 {} ({} rows, {} kernels)",
                 fmt_num(a.top1),
                 a.top5.map(fmt_num).unwrap_or("-".into()),
-                a.rows
+                a.rows,
+                self.kernels
             )?;
         }
         for r in &self.remarks {

@@ -68,6 +68,13 @@ pub use metrics::Metrics;
 pub use report::{Check, OutputReport, TensorDrift, ValidationReport};
 
 /// Limits checked on every graph output. `None` disables a check.
+///
+/// The defaults judge drift with the centred measures (Pearson >= 0.99, SQNR against the reference's variance
+/// >= 20 dB), which an offset shared by both outputs cannot hide, plus the raw SQNR >= 20 dB. The raw SQNR is
+/// implied by the centred one wherever the reference varies (sum a^2 >= sum (a - mean a)^2); it stays on by
+/// default because it is the check that judges a constant reference output, where the centred measures are
+/// undefined (and skipped, with a remark). Raw cosine has no default: SQNR >= 20 dB already bounds it
+/// (|a - b| <= 0.1 |a| gives cosine >= sqrt(1 - 0.01) > 0.994).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tolerances {
@@ -75,25 +82,44 @@ pub struct Tolerances {
     pub max_abs: Option<f64>,
     /// Fail when mean |ref - cand| is above this.
     pub mean_abs: Option<f64>,
-    /// Fail when the cosine similarity is below this. Default 0.99.
+    /// Fail when the (raw) cosine similarity is below this. No default.
     pub min_cosine: Option<f64>,
-    /// Fail when the SQNR (dB) is below this. Default 20 dB (noise 1% of the signal power).
+    /// Fail when the (raw) SQNR (dB, against the reference's power) is below this. Default 20 dB.
     pub min_sqnr_db: Option<f64>,
+    /// Fail when the Pearson correlation is below this. Default 0.99. Skipped for a constant reference.
+    pub min_pearson: Option<f64>,
+    /// Fail when the SQNR against the reference's variance (dB) is below this. Default 20 dB (noise 1% of the
+    /// reference's variance). Skipped for a constant reference.
+    pub min_sqnr_centered_db: Option<f64>,
     /// Fail when the top-1 agreement (fraction of rows) of a classifier-like output is below this.
     pub min_top1: Option<f64>,
     /// Fail when the top-5 agreement of a classifier-like output is below this.
     pub min_top5: Option<f64>,
 }
 
-impl Default for Tolerances {
-    fn default() -> Self {
+impl Tolerances {
+    /// No limit at all (`--no-default-tolerances`).
+    pub fn none() -> Self {
         Tolerances {
             max_abs: None,
             mean_abs: None,
-            min_cosine: Some(0.99),
-            min_sqnr_db: Some(20.0),
+            min_cosine: None,
+            min_sqnr_db: None,
+            min_pearson: None,
+            min_sqnr_centered_db: None,
             min_top1: None,
             min_top5: None,
+        }
+    }
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances {
+            min_sqnr_db: Some(20.0),
+            min_pearson: Some(0.99),
+            min_sqnr_centered_db: Some(20.0),
+            ..Tolerances::none()
         }
     }
 }

@@ -6,13 +6,14 @@ use serde::Serialize;
 
 use crate::validate::evaluate::{Accuracy, Latency};
 use crate::validate::inputs::InputSpec;
-use crate::validate::metrics::{ser_f64, Metrics};
+use crate::validate::metrics::{ser_f64, ser_opt_f64, Metrics};
 use crate::validate::Tolerances;
 
 /// One tolerance check on one output.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
-    /// `max_abs`, `mean_abs`, `cosine`, `sqnr_db`, `top1`, `top5`, `nonfinite`, `shape`.
+    /// `max_abs`, `mean_abs`, `cosine`, `sqnr_db`, `pearson`, `sqnr_centered_db`, `top1`, `top5`, `nonfinite`,
+    /// `shape`.
     pub metric: String,
     #[serde(serialize_with = "ser_f64")]
     pub value: f64,
@@ -45,6 +46,9 @@ pub struct TensorDrift {
     pub shape: Vec<usize>,
     #[serde(serialize_with = "ser_f64")]
     pub sqnr_db: f64,
+    /// SQNR against the reference's variance; `None` when the reference tensor is constant.
+    #[serde(serialize_with = "ser_opt_f64")]
+    pub sqnr_centered_db: Option<f64>,
     #[serde(serialize_with = "ser_f64")]
     pub max_abs: f64,
     #[serde(serialize_with = "ser_f64")]
@@ -61,7 +65,8 @@ pub struct ValidationReport {
     pub outputs: Vec<OutputReport>,
     /// Intermediate tensors in the reference's topological order (empty when attribution is off).
     pub tensors: Vec<TensorDrift>,
-    /// The first shared intermediate tensor whose SQNR is below the SQNR tolerance (where drift begins).
+    /// The first shared intermediate tensor whose centred SQNR (raw SQNR for a constant tensor) is below the
+    /// centred SQNR tolerance (else the raw one, else 20 dB): where drift begins.
     pub first_drift: Option<String>,
     /// Things the user must know to trust the result (folded int4 weights, skipped tensors...).
     pub remarks: Vec<String>,
@@ -128,8 +133,16 @@ impl fmt::Display for ValidationReport {
         }
         writeln!(
             f,
-            "{:<28} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}  result",
-            "output", "max_abs", "mean_abs", "cosine", "sqnr_dB", "top1", "top5"
+            "{:<28} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6}  result",
+            "output",
+            "max_abs",
+            "mean_abs",
+            "cosine",
+            "sqnr_dB",
+            "pearson",
+            "sqnrc_dB",
+            "top1",
+            "top5"
         )?;
         for o in &self.outputs {
             let failed: Vec<String> = o
@@ -146,12 +159,14 @@ impl fmt::Display for ValidationReport {
             match &o.metrics {
                 Some(m) => writeln!(
                     f,
-                    "{:<28} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6}  {res}",
+                    "{:<28} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6}  {res}",
                     o.name,
                     fmt_num(m.max_abs),
                     fmt_num(m.mean_abs),
                     fmt_num(m.cosine),
                     fmt_num(m.sqnr_db),
+                    opt(m.pearson),
+                    opt(m.sqnr_centered_db),
                     opt(m.top1),
                     opt(m.top5)
                 )?,
@@ -166,16 +181,17 @@ impl fmt::Display for ValidationReport {
             )?;
             writeln!(
                 f,
-                "  {:<40} {:<18} {:>9} {:>10} {:>10}",
-                "tensor", "op", "sqnr_dB", "max_abs", "cosine"
+                "  {:<40} {:<18} {:>9} {:>9} {:>10} {:>10}",
+                "tensor", "op", "sqnr_dB", "sqnrc_dB", "max_abs", "cosine"
             )?;
             for t in &self.tensors {
                 writeln!(
                     f,
-                    "  {:<40} {:<18} {:>9} {:>10} {:>10}",
+                    "  {:<40} {:<18} {:>9} {:>9} {:>10} {:>10}",
                     t.name,
                     t.op,
                     fmt_num(t.sqnr_db),
+                    opt(t.sqnr_centered_db),
                     fmt_num(t.max_abs),
                     fmt_num(t.cosine)
                 )?;
