@@ -1091,4 +1091,176 @@ mod tests {
             .to_string()
             .contains("still used by node"));
     }
+
+    /// main: W, x; If(c) { then: If(c2) { then: Mul(x, W) } else { x } } else { x }: W read two levels down.
+    fn nested() -> Graph {
+        let leaf = |name: &str, reads_w: bool| {
+            let mut b = GraphBuilder::new(name);
+            let x = b.outer("x");
+            let y = if reads_w {
+                let w = b.outer("W");
+                b.node("Mul", &[x, w], vec![], 1)[0]
+            } else {
+                b.node("Identity", &[x], vec![], 1)[0]
+            };
+            b.output(y, DataType::FLOAT, &["2"]);
+            b.build()
+        };
+        let mut mid = GraphBuilder::new("then_branch");
+        let c2 = mid.outer("c");
+        let y = mid.named_node(
+            "inner_if",
+            OpKey::onnx("If"),
+            &[Some(c2)],
+            &["inner_y"],
+            vec![
+                Attribute::graph("then_branch", leaf("then_branch", true)),
+                Attribute::graph("else_branch", leaf("else_branch", false)),
+            ],
+        )[0];
+        mid.output(y, DataType::FLOAT, &["2"]);
+        let mut b = GraphBuilder::new("main");
+        b.input("x", DataType::FLOAT, &["2"]);
+        let c = b.input("c", DataType::BOOL, &[]);
+        b.initializer(Tensor::from_f32("W", vec![2], &[1.0, 2.0]));
+        let y = b.named_node(
+            "outer_if",
+            OpKey::onnx("If"),
+            &[Some(c)],
+            &["y"],
+            vec![
+                Attribute::graph("then_branch", mid.build()),
+                Attribute::graph("else_branch", leaf("else_branch", false)),
+            ],
+        )[0];
+        b.output(y, DataType::FLOAT, &["2"]);
+        b.build()
+    }
+
+    #[test]
+    fn replace_all_uses_reaches_nested_bodies_and_creates_the_captures() {
+        let mut g = nested();
+        g.verify().unwrap();
+        let w = g.value_by_name("W").unwrap();
+        let mut p = Patch::new("t");
+        let n =
+            p.add_named_initializer(&g, "W", "_new", Tensor::from_f32("", vec![2], &[3.0, 4.0]));
+        p.replace_all_uses(w, n);
+        p.remove_initializer(w);
+        let log = g.apply(p).unwrap();
+        g.verify().unwrap();
+        assert!(log.changes.contains(&Change::UsesReplaced {
+            from: "W".into(),
+            to: "W_new".into(),
+            uses: 1
+        }));
+        let (_, mid) = g.subgraphs().next().unwrap();
+        assert_eq!(mid.free_variables(), ["W_new", "c", "x"]);
+        assert!(mid.value_by_name("W").is_none());
+        let (_, leaf) = mid.subgraphs().next().unwrap();
+        let (_, mul) = leaf.nodes().next().unwrap();
+        assert_eq!(leaf.value_name(mul.input(1).unwrap()), "W_new");
+        assert_eq!(leaf.value(mul.input(1).unwrap()).def, ValueDef::Outer);
+    }
+
+    #[test]
+    fn fresh_names_avoid_enclosing_scopes_and_subgraphs_below() {
+        let g = nested();
+        // from the main graph: a name defined two levels down is taken
+        let mut p = Patch::new("t");
+        assert_eq!(p.fresh_suffixed(&g, "mul_0", "_out0"), "mul_0_out0_1");
+        assert_eq!(p.fresh_suffixed(&g, "W", "_scale"), "W_scale");
+        assert_eq!(
+            p.fresh_suffixed(&g, "W", "_scale"),
+            "W_scale_1",
+            "reserved by the patch"
+        );
+        // from the middle body: the main graph's names are taken
+        let (_, mid) = g.subgraphs().next().unwrap();
+        let chain = crate::ir::ScopeChain::new(&g).enter(mid);
+        let mut p = Patch::in_scope("t", &chain);
+        assert_eq!(p.fresh_suffixed(mid, "", "W"), "W_1");
+        assert_eq!(p.fresh_suffixed(mid, "", "y"), "y_1");
+        assert_eq!(p.fresh_suffixed(mid, "", "inner_y"), "inner_y_1");
+        let mut p = Patch::new("t");
+        assert_eq!(
+            p.fresh_suffixed(mid, "", "y"),
+            "y",
+            "without the scope the outer name is not seen"
+        );
+    }
+
+    #[test]
+    fn patch_inside_a_body_refreshes_the_owner_captures() {
+        let mut g = nested();
+        let (outer_if, _) = g.nodes().find(|(_, n)| n.op.is("If")).unwrap();
+        let path = crate::ir::GraphPath::default().child(outer_if, 0);
+        // the middle body stops reading c: its inner If now reads a new Constant instead
+        let mid = g.subgraph_at(&path).unwrap();
+        let (inner_if, _) = mid.nodes().next().unwrap();
+        let mut p = Patch::new("t");
+        let k = p.add_node(
+            mid,
+            "cond",
+            OpKey::onnx("Constant"),
+            vec![],
+            vec![Attribute::tensor(
+                "value",
+                Tensor::from_raw("", DataType::BOOL, vec![], vec![1u8].into()),
+            )],
+            1,
+        )[0];
+        p.set_input(inner_if, 0, Some(k));
+        g.apply_at(&path, p).unwrap();
+        g.verify().unwrap();
+        let c = g.value_by_name("c").unwrap();
+        let captured: Vec<UseSlot> = g.uses(c).iter().map(|u| u.slot).collect();
+        assert_eq!(
+            captured,
+            [UseSlot::Input(0)],
+            "the outer If no longer captures c"
+        );
+    }
+
+    #[test]
+    fn a_new_node_with_a_body_captures_what_the_body_reads() {
+        let mut g = chain();
+        let r = g.value_by_name("relu_0_out0").unwrap();
+        let mut body = GraphBuilder::new("body");
+        let br = body.outer("relu_0_out0");
+        let by = body.node("Neg", &[br], vec![], 1)[0];
+        body.output(by, DataType::FLOAT, &["2"]);
+        let mut p = Patch::new("t");
+        let cond = p.add_node(
+            &g,
+            "c",
+            OpKey::onnx("Constant"),
+            vec![],
+            vec![Attribute::tensor(
+                "value",
+                Tensor::from_raw("", DataType::BOOL, vec![], vec![1u8].into()),
+            )],
+            1,
+        )[0];
+        p.add_node(
+            &g,
+            "if",
+            OpKey::onnx("If"),
+            vec![Some(cond)],
+            vec![
+                Attribute::graph("then_branch", body.build()),
+                Attribute::graph("else_branch", {
+                    let mut e = GraphBuilder::new("else");
+                    let er = e.outer("relu_0_out0");
+                    let ey = e.node("Identity", &[er], vec![], 1)[0];
+                    e.output(ey, DataType::FLOAT, &["2"]);
+                    e.build()
+                }),
+            ],
+            1,
+        );
+        g.apply(p).unwrap();
+        g.verify().unwrap();
+        assert!(g.uses(r).iter().any(|u| u.slot == UseSlot::Capture));
+    }
 }

@@ -364,4 +364,42 @@ mod tests {
         let seen: Vec<(&str, usize)> = seen.iter().map(|(s, d)| (s.as_str(), *d)).collect();
         assert_eq!(seen, want);
     }
+
+    #[test]
+    fn functions_are_walked_and_verified() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rich_metadata.onnx");
+        let mut m = io::load(&path).unwrap();
+        let mut seen = Vec::new();
+        m.visit_graphs(&mut |s| {
+            seen.push((s.display.clone(), s.root));
+            Ok(())
+        })
+        .unwrap();
+        assert!(seen.contains(&(
+            "function com.example::ScaledTanh".to_string(),
+            super::GraphRoot::Function(0)
+        )));
+        let mut n = 0;
+        m.walk(&mut |_| n += 1);
+        assert_eq!(n, seen.len());
+        m.verify().unwrap();
+        // break the function body's use-def links: the main graph still verifies, the model does not
+        let body = &mut m.functions[0].body;
+        let v = body.nodes().find_map(|(_, n)| n.input(0)).unwrap();
+        body.value_mut(v).uses.clear();
+        m.graph.verify().unwrap();
+        let e = m.verify().unwrap_err().to_string();
+        assert!(e.contains("function com.example::ScaledTanh"), "{e}");
+        let mut visited = Vec::new();
+        m.visit_graphs_mut(&mut |_, site| {
+            visited.push(site.display.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            visited,
+            seen.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()
+        );
+    }
 }
