@@ -401,3 +401,156 @@ fn dedup_merges_copies_read_inside_silero_branches() {
     }
     assert_eq!(done, 2, "both silero models are in tools/real_models.json");
 }
+
+/// then-branch of `If(c)`: y = ((((x + kf) * kfs + cast(ki)) + cast(kis)) + kv) + ks, one Constant per value form.
+fn constant_forms_model() -> Model {
+    use onnx_rewrite::ir::attr::AttrType;
+    use onnx_rewrite::ir::SparseTensor;
+    let mut t = GraphBuilder::new("then_branch");
+    let x = t.outer("x");
+    let k = |t: &mut GraphBuilder, name: &str, attr: Attribute| {
+        t.named_node(name, OpKey::onnx("Constant"), &[], &[name], vec![attr])[0]
+    };
+    let kf = k(&mut t, "kf", Attribute::float("value_float", 0.5));
+    let kfs = k(
+        &mut t,
+        "kfs",
+        Attribute::floats("value_floats", vec![1.0, 2.0, 3.0]),
+    );
+    let ki = k(&mut t, "ki", Attribute::int("value_int", 2));
+    let kis = k(&mut t, "kis", Attribute::ints("value_ints", vec![1, 0, -1]));
+    let kv = k(
+        &mut t,
+        "kv",
+        Attribute::tensor("value", Tensor::from_f32("", vec![3], &[0.25; 3])),
+    );
+    let ks = k(
+        &mut t,
+        "ks",
+        Attribute {
+            name: "sparse_value".into(),
+            r#type: Some(AttrType::SparseTensor as i32),
+            sparse_tensor: Some(SparseTensor {
+                values: Some(Tensor::from_f32("ks_values", vec![1], &[4.0])),
+                indices: Some(Tensor::from_i64("ks_indices", vec![1], &[1])),
+                dims: vec![3],
+            }),
+            ..Default::default()
+        },
+    );
+    let a1 = t.node("Add", &[x, kf], vec![], 1)[0];
+    let a2 = t.node("Mul", &[a1, kfs], vec![], 1)[0];
+    let ci = t.node("Cast", &[ki], vec![Attribute::int("to", 1)], 1)[0];
+    let a3 = t.node("Add", &[a2, ci], vec![], 1)[0];
+    let cis = t.node("Cast", &[kis], vec![Attribute::int("to", 1)], 1)[0];
+    let a4 = t.node("Add", &[a3, cis], vec![], 1)[0];
+    let a5 = t.node("Add", &[a4, kv], vec![], 1)[0];
+    let a6 = t.node("Add", &[a5, ks], vec![], 1)[0];
+    t.output(a6, DataType::FLOAT, &["3"]);
+    let mut e = GraphBuilder::new("else_branch");
+    let ex = e.outer("x");
+    let ey = e.node("Identity", &[ex], vec![], 1)[0];
+    e.output(ey, DataType::FLOAT, &["3"]);
+    let mut b = GraphBuilder::new("main");
+    b.input("x", DataType::FLOAT, &["3"]);
+    let c = b.input("c", DataType::BOOL, &[]);
+    let y = b.named_node(
+        "if_0",
+        OpKey::onnx("If"),
+        &[Some(c)],
+        &["y"],
+        vec![
+            Attribute::graph("then_branch", t.build()),
+            Attribute::graph("else_branch", e.build()),
+        ],
+    )[0];
+    b.output(y, DataType::FLOAT, &["3"]);
+    model(b.build(), 13)
+}
+
+/// Every `Constant` value form inside a branch, replaced from the root through `WeightRef`s: the form is kept
+/// where the new tensor fits it, the file passes the checker, and ONNX Runtime computes with the new values.
+#[test]
+fn constant_weights_in_a_branch_replaced_in_every_form() {
+    let dir = common::tempdir();
+    let mut m = constant_forms_model();
+    m.verify().unwrap();
+    let x = [0.5f64, -1.0, 2.0];
+    let feeds = serde_json::json!({"x": x, "c": true});
+    let before = save(&m, dir.path(), "forms.onnx");
+    // every step below is exact in binary floating point (small dyadic values)
+    let y0: Vec<f64> = (0..3)
+        .map(|i| {
+            (x[i] + 0.5) * [1.0, 2.0, 3.0][i]
+                + 2.0
+                + [1.0, 0.0, -1.0][i]
+                + 0.25
+                + [0.0, 4.0, 0.0][i]
+        })
+        .collect();
+    check(&[&before]);
+    assert_eq!(run_ort(&before, &feeds)[0], y0);
+
+    let new: Vec<(&str, Tensor, &str)> = vec![
+        ("kf", Tensor::from_f32("", vec![], &[-1.5]), "value_float"),
+        (
+            "kfs",
+            Tensor::from_f32("", vec![3], &[0.5, 0.25, 2.0]),
+            "value_floats",
+        ),
+        ("ki", Tensor::from_i64("", vec![], &[3]), "value_int"),
+        (
+            "kis",
+            Tensor::from_i64("", vec![3], &[2, 2, 2]),
+            "value_ints",
+        ),
+        (
+            "kv",
+            Tensor::from_f32("", vec![3], &[1.0, 1.0, 1.0]),
+            "value",
+        ),
+        (
+            "ks",
+            Tensor::from_f32("", vec![3], &[0.0, 0.0, 8.0]),
+            "value",
+        ),
+    ];
+    let mut refs = Vec::new();
+    m.visit_graphs(&mut |site| {
+        for (name, t, _) in &new {
+            if let Some(v) = site.graph().value_by_name(name) {
+                let w = site.scope.weight(v).expect("a Constant weight");
+                assert_eq!(site.display, "if_0/then_branch");
+                refs.push((w, t.clone()));
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(refs.len(), new.len());
+    let path = refs[0].0.path.clone();
+    let mut p = Patch::new("replace");
+    for (w, t) in &refs {
+        assert_eq!(w.path, path);
+        p.replace_weight(w, t.clone());
+    }
+    m.graph.apply_at(&path, p).unwrap();
+    m.verify().unwrap();
+    let after = save(&m, dir.path(), "forms_replaced.onnx");
+    check(&[&after]);
+
+    // the forms survive the save
+    let back = io::load(&after).unwrap();
+    let (_, then) = back.graph.subgraphs().next().unwrap();
+    for (name, t, form) in &new {
+        let v = then.value_by_name(name).unwrap();
+        let (_, node) = then.producer(v).unwrap();
+        assert_eq!(node.attrs.len(), 1);
+        assert_eq!(node.attrs[0].name, *form, "{name}");
+        assert!(then.constant(v).unwrap().same_content(t), "{name}");
+    }
+    let y1: Vec<f64> = (0..3)
+        .map(|i| (x[i] - 1.5) * [0.5, 0.25, 2.0][i] + 3.0 + 2.0 + 1.0 + [0.0, 0.0, 8.0][i])
+        .collect();
+    assert_eq!(run_ort(&after, &feeds)[0], y1);
+}
