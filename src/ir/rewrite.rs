@@ -56,7 +56,7 @@ enum Edit {
     ReplaceUses(ValueId, ValRef),
     SetInput(NodeId, usize, Option<ValRef>),
     Erase(NodeId),
-    SetAttr(NodeId, Attribute),
+    SetAttr(NodeId, Box<Attribute>),
     RemoveAttr(NodeId, String),
     SetInit(ValueId, Tensor),
     RemoveInit(ValueId),
@@ -325,7 +325,7 @@ impl Patch {
 
     /// Set (add or overwrite) an attribute.
     pub fn set_attr(&mut self, node: NodeId, attr: Attribute) {
-        self.edits.push(Edit::SetAttr(node, attr));
+        self.edits.push(Edit::SetAttr(node, Box::new(attr)));
     }
 
     pub fn remove_attr(&mut self, node: NodeId, name: &str) {
@@ -537,8 +537,8 @@ impl Graph {
                     let n = self.node_mut(node).unwrap();
                     let name = attr.name.clone();
                     match n.attrs.iter_mut().find(|a| a.name == name) {
-                        Some(a) => *a = attr,
-                        None => n.attrs.push(attr),
+                        Some(a) => *a = *attr,
+                        None => n.attrs.push(*attr),
                     }
                     log.changes.push(Change::AttrSet {
                         node: n.name().to_string(),

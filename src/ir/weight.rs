@@ -229,15 +229,25 @@ pub(crate) fn constant_attr(form: ConstantForm, mut t: Tensor) -> Result<Attribu
     let dt = t.dtype();
     let rank = t.dims.len();
     let a = form.attr_name();
+    let scalar = |v: Vec<f32>| {
+        v.first()
+            .copied()
+            .ok_or_else(|| Error::invalid("Constant value", "scalar tensor without data"))
+    };
+    let scalar_i = |v: Vec<i64>| {
+        v.first()
+            .copied()
+            .ok_or_else(|| Error::invalid("Constant value", "scalar tensor without data"))
+    };
     Ok(match form {
         ConstantForm::ValueFloat if dt == DataType::FLOAT && rank == 0 => {
-            Attribute::float(a, t.to_f32_vec()?[0])
+            Attribute::float(a, scalar(t.to_f32_vec()?)?)
         }
         ConstantForm::ValueFloats if dt == DataType::FLOAT && rank == 1 => {
             Attribute::floats(a, t.to_f32_vec()?)
         }
         ConstantForm::ValueInt if dt == DataType::INT64 && rank == 0 => {
-            Attribute::int(a, t.to_i64_vec()?[0])
+            Attribute::int(a, scalar_i(t.to_i64_vec()?)?)
         }
         ConstantForm::ValueInts if dt == DataType::INT64 && rank == 1 => {
             Attribute::ints(a, t.to_i64_vec()?)
