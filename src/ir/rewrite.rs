@@ -876,12 +876,14 @@ impl Graph {
     pub fn rewire_blocker(&self, from: ValueId, to: ValueId) -> Option<String> {
         let from_name = self.value_name(from);
         let to_name = self.value_name(to);
-        if to_name.is_empty() {
-            return None;
-        }
         for u in self.uses(from) {
             if u.slot != UseSlot::Capture {
                 continue;
+            }
+            if to_name.is_empty() {
+                return Some(format!(
+                    "cannot rewire '{from_name}' to an unnamed value: a subgraph reads it by name"
+                ));
             }
             let Some(n) = self.node(u.node) else { continue };
             for sg in n.attrs.iter().flat_map(|a| a.subgraphs()) {
