@@ -608,4 +608,49 @@ mod tests {
         g.verify().unwrap();
         assert_eq!(g.read_weight(&kw).unwrap().to_f32_vec().unwrap(), [4.0]);
     }
+
+    #[test]
+    fn sparse_initializer_is_read_dense_and_replaced_by_a_dense_initializer() {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["2", "3"]);
+        let mut g = b.build();
+        let sp = sparse(vec![2, 3], vec![2, 3], vec![2], &[5.0, 6.0]);
+        let mut values = sp.values.clone().unwrap();
+        values.name = Some("s".into());
+        g.sparse_initializers.push(SparseTensor {
+            values: Some(values),
+            ..sp
+        });
+        let s = g.add_value("s");
+        g.value_mut(s).def = ValueDef::SparseInitializer;
+        let y = g.add_value("y");
+        let mut add = Node::new("add", OpKey::onnx("Add"));
+        add.inputs = vec![Some(x), Some(s)];
+        add.outputs = vec![Some(y)];
+        g.push_node(add);
+        g.push_output(crate::ir::GraphIo {
+            value: y,
+            info: Default::default(),
+        });
+        g.verify().unwrap();
+        let w = g.weight(s).unwrap();
+        assert_eq!(w.storage, WeightStorage::SparseInitializer);
+        assert_eq!(
+            g.read_weight(&w).unwrap().to_f32_vec().unwrap(),
+            [0.0, 0.0, 5.0, 6.0, 0.0, 0.0]
+        );
+        let mut p = Patch::new("t");
+        p.replace_weight(&w, Tensor::from_f32("", vec![2, 3], &[1.0; 6]));
+        g.apply(p).unwrap();
+        g.verify().unwrap();
+        assert!(g.sparse_initializers.is_empty());
+        let w = g.weight(s).unwrap();
+        assert_eq!(w.storage, WeightStorage::Initializer);
+        assert_eq!(g.read_weight(&w).unwrap().name(), "s");
+        // a reference into a graph path that does not exist is an error, not a panic
+        let mut bad = w.clone();
+        bad.path = GraphPath::default().child(NodeId(0), 3);
+        let e = g.read_weight(&bad).unwrap_err().to_string();
+        assert!(e.contains("graph path does not exist"), "{e}");
+    }
 }
