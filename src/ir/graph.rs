@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::ir::attr::AttrList;
 use crate::ir::ids::{NodeId, ValueId};
 use crate::ir::node::Node;
 use crate::ir::tensor::{SparseTensor, Tensor};
@@ -85,6 +84,11 @@ impl Graph {
         &self.values[id.index()].name
     }
 
+    /// Size of the value arena (ids below it are valid; erased values stay as unnamed tombstones).
+    pub fn value_count(&self) -> usize {
+        self.values.len()
+    }
+
     pub fn value_by_name(&self, name: &str) -> Option<ValueId> {
         self.index.get(name).copied()
     }
@@ -154,26 +158,12 @@ impl Graph {
         self.initializers.len()
     }
 
-    /// The constant content of `v`: an initializer (that is not overridable as a graph input) or the output of a
-    /// `Constant` node, whatever form its value attribute takes. Outer-scope values resolve through `Scope`.
+    /// The constant content of `v`: an initializer (that is not overridable as a graph input), a sparse
+    /// initializer (densified) or the output of a `Constant` node, whatever form its value attribute takes.
+    /// Outer-scope values resolve through `ScopeChain`; `weight` + `read_weight` say where it lives and why not.
     pub fn constant(&self, v: ValueId) -> Option<Cow<'_, Tensor>> {
-        let value = &self.values[v.index()];
-        match value.def {
-            ValueDef::Initializer => {
-                if self.inputs.iter().any(|io| io.value == v) {
-                    return None; // an initializer that is also a graph input is only a default
-                }
-                value.init.as_ref().map(Cow::Borrowed)
-            }
-            ValueDef::Node(n, 0) => {
-                let node = self.node(n)?;
-                if !node.op.is("Constant") {
-                    return None;
-                }
-                constant_node_value(node, &value.name)
-            }
-            _ => None,
-        }
+        let w = self.weight(v)?;
+        self.read_weight(&w).ok()
     }
 
     /// Every subgraph directly held by this graph's nodes, in node order, with the owning node.
@@ -277,7 +267,7 @@ impl Graph {
         self.value_info.push(io);
     }
 
-    /// Append a node at the end of the order, wiring its uses and definitions.
+    /// Append a node at the end of the order, wiring its uses, definitions and the captures of its subgraphs.
     pub(crate) fn push_node(&mut self, node: Node) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
         for (slot, v) in node.inputs.iter().enumerate() {
@@ -296,8 +286,12 @@ impl Graph {
                 self.values[v.index()].def = ValueDef::Node(id, slot as u32);
             }
         }
+        let captures = node.has_subgraphs();
         self.nodes.push(Some(node));
         self.order.push(id);
+        if captures {
+            self.add_captures(id);
+        }
         id
     }
 
@@ -317,41 +311,5 @@ impl Graph {
 
     pub(crate) fn node_mut(&mut self, id: NodeId) -> Option<&mut Node> {
         self.nodes.get_mut(id.index()).and_then(|n| n.as_mut())
-    }
-}
-
-/// The tensor a `Constant` node produces, from whichever `value*` attribute it carries.
-fn constant_node_value<'a>(node: &'a Node, name: &str) -> Option<Cow<'a, Tensor>> {
-    let a = node.attrs.first()?;
-    if node.attrs.len() != 1 {
-        return None;
-    }
-    let named = |mut t: Tensor| {
-        t.name = Some(name.to_string());
-        Cow::Owned(t)
-    };
-    match a.name.as_str() {
-        "value" => node.get_tensor("value").ok().flatten().map(Cow::Borrowed),
-        "value_float" => node
-            .get_float("value_float")
-            .ok()
-            .flatten()
-            .map(|v| named(Tensor::from_f32("", vec![], &[v]))),
-        "value_floats" => node
-            .get_floats("value_floats")
-            .ok()
-            .flatten()
-            .map(|v| named(Tensor::from_f32("", vec![v.len() as i64], &v))),
-        "value_int" => node
-            .get_int("value_int")
-            .ok()
-            .flatten()
-            .map(|v| named(Tensor::from_i64("", vec![], &[v]))),
-        "value_ints" => node
-            .get_ints("value_ints")
-            .ok()
-            .flatten()
-            .map(|v| named(Tensor::from_i64("", vec![v.len() as i64], &v))),
-        _ => None,
     }
 }

@@ -14,18 +14,22 @@ pub mod scope;
 pub mod tensor;
 pub mod value;
 mod verify;
+pub mod walk;
+pub mod weight;
 
 pub use attr::{AttrList, AttrType, Attribute};
 pub use graph::{Graph, GraphIo, TensorAnnotation};
 pub use ids::{NodeId, ValueId};
 pub use model::{Function, Model, OpsetId};
 pub use node::{Node, OpKey};
-pub use rewrite::{Change, ChangeLog, NewNode, Patch, ValRef};
+pub use rewrite::{Change, ChangeLog, IoSide, NewNode, Patch, ValRef};
 pub use scope::ScopeChain;
 pub use tensor::{DataType, SparseTensor, Tensor, TensorData};
 pub use value::{
     Dim, DimValue, Shape, TypeInfo, TypeKind, Use, UseSlot, Value, ValueDef, ValueInfo,
 };
+pub use walk::{GraphPath, GraphRoot, PathStep, Site, SiteMut};
+pub use weight::{ConstantForm, WeightRef, WeightStorage};
 
 /// A `StringStringEntryProto` (metadata_props, external_data entries). Both fields keep their presence.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

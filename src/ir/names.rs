@@ -1,16 +1,41 @@
-//! Deterministic fresh names: `<anchor>/<pass>_<k>`, the smallest `k` free in the graph and in the patch.
+//! Deterministic fresh names: `<anchor>/<pass>_<k>` or `<base>` / `<base>_<k>`, the smallest `k` free in the
+//! graph, in the subgraphs below it, in the enclosing graphs the patch was told about and in the patch itself.
+//! A fresh name therefore never shadows (or is shadowed by) a name of another scope, which onnx.checker rejects.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::ir::graph::Graph;
+use crate::ir::value::ValueDef;
 
-/// Hands out names that are unused in a graph (and its subgraphs' outer scope) and in the names already
-/// reserved by the same patch.
+/// Hands out names that are unused in a graph, in every subgraph below it, in the enclosing scopes given with
+/// `with_outer` and in the names already reserved by the same patch.
 #[derive(Clone, Debug, Default)]
 pub struct NameAuthority {
     reserved: HashSet<String>,
-    /// Node names of the graph, collected on first use (values have the graph's own index).
-    node_names: Option<HashSet<String>>,
+    /// Names defined in the enclosing graphs.
+    outer: BTreeSet<String>,
+    /// Node names of the graph and value and node names of every subgraph below it, collected on first use
+    /// (values of the graph itself have the graph's own index).
+    local_names: Option<HashSet<String>>,
+}
+
+/// Node names of `g` and every value and node name of the subgraphs below it.
+fn collect_names(g: &Graph, top: bool, out: &mut HashSet<String>) {
+    if !top {
+        for (_, v) in g.values() {
+            if !v.name.is_empty() && !matches!(v.def, ValueDef::None) {
+                out.insert(v.name.clone());
+            }
+        }
+    }
+    for (_, n) in g.nodes() {
+        if let Some(name) = &n.name {
+            out.insert(name.clone());
+        }
+        for sg in n.attrs.iter().flat_map(|a| a.subgraphs()) {
+            collect_names(sg, false, out);
+        }
+    }
 }
 
 impl NameAuthority {
@@ -44,12 +69,20 @@ impl NameAuthority {
         unreachable!("u64 names exhausted")
     }
 
+    /// Also avoid these names (the values defined in the enclosing graphs).
+    pub fn with_outer(&mut self, outer: BTreeSet<String>) {
+        self.outer.extend(outer);
+    }
+
     fn claim(&mut self, graph: &Graph, name: &str) -> bool {
-        let node_names = self
-            .node_names
-            .get_or_insert_with(|| graph.nodes().filter_map(|(_, n)| n.name.clone()).collect());
+        let local_names = self.local_names.get_or_insert_with(|| {
+            let mut out = HashSet::new();
+            collect_names(graph, true, &mut out);
+            out
+        });
         let taken = graph.value_by_name(name).is_some()
-            || node_names.contains(name)
+            || local_names.contains(name)
+            || self.outer.contains(name)
             || self.reserved.contains(name);
         if !taken {
             self.reserved.insert(name.to_string());

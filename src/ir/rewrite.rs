@@ -18,7 +18,9 @@ use crate::ir::names::NameAuthority;
 use crate::ir::node::{Node, OpKey};
 use crate::ir::order::stable_topo;
 use crate::ir::tensor::Tensor;
-use crate::ir::value::{Use, UseSlot, ValueDef};
+use crate::ir::value::{TypeInfo, Use, UseSlot, ValueDef, ValueInfo};
+use crate::ir::weight::{constant_attr, ConstantForm, WeightRef, WeightStorage};
+use crate::ir::GraphIo;
 
 /// A value in a patch: one that exists, or the k-th value the patch creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,13 +56,25 @@ enum Edit {
     ReplaceUses(ValueId, ValRef),
     SetInput(NodeId, usize, Option<ValRef>),
     Erase(NodeId),
-    SetAttr(NodeId, Attribute),
+    SetAttr(NodeId, Box<Attribute>),
     RemoveAttr(NodeId, String),
     SetInit(ValueId, Tensor),
     RemoveInit(ValueId),
     SetOutput(usize, ValRef),
     Reorder(Vec<NodeId>),
     RefreshCaptures(NodeId),
+    ReplaceWeight(WeightRef, Tensor),
+    RemoveWeight(WeightRef),
+    SetValueInfo(ValRef, Option<TypeInfo>),
+    SetIoType(IoSide, usize, Option<TypeInfo>),
+}
+
+/// A graph input or output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoSide {
+    Input,
+    Output,
 }
 
 /// Queued edits against one graph.
@@ -119,6 +133,17 @@ pub enum Change {
     Reordered {
         nodes: usize,
     },
+    ValueInfoSet {
+        name: String,
+    },
+    ValueInfoCleared {
+        name: String,
+    },
+    IoTypeSet {
+        side: IoSide,
+        index: usize,
+        name: String,
+    },
 }
 
 /// What `apply` did. `is_empty()` means the graph is exactly as before.
@@ -149,6 +174,74 @@ impl Patch {
 
     pub fn is_empty(&self) -> bool {
         self.values.is_empty() && self.nodes.is_empty() && self.edits.is_empty()
+    }
+
+    /// A patch for the innermost graph of `scope`: fresh names also avoid every name the enclosing graphs
+    /// define, so nothing the patch adds shadows an outer value.
+    pub fn in_scope(pass: &str, scope: &crate::ir::ScopeChain<'_>) -> Patch {
+        let mut p = Patch::new(pass);
+        p.names.with_outer(scope.outer_names());
+        p
+    }
+
+    /// Also keep fresh names clear of these names (those defined by enclosing graphs, e.g. `SiteMut::outer_names`).
+    pub fn avoid_names(&mut self, names: std::collections::BTreeSet<String>) {
+        self.names.with_outer(names);
+    }
+
+    /// `<base><suffix>` (`w_quantized`, `w_scale`, `w_zero_point`: the names ONNX Runtime's tools use), or
+    /// `<base><suffix>_<k>` when taken in any scope the patch knows of.
+    pub fn fresh_suffixed(&mut self, graph: &Graph, base: &str, suffix: &str) -> String {
+        self.names.fresh_exact(graph, &format!("{base}{suffix}"))
+    }
+
+    /// A new initializer named `<base><suffix>` (see `fresh_suffixed`).
+    pub fn add_named_initializer(
+        &mut self,
+        graph: &Graph,
+        base: &str,
+        suffix: &str,
+        mut tensor: Tensor,
+    ) -> ValRef {
+        let name = self.fresh_suffixed(graph, base, suffix);
+        tensor.name = Some(name.clone());
+        self.values.push(NewValue {
+            name,
+            init: Some(tensor),
+        });
+        ValRef::New(self.values.len() - 1)
+    }
+
+    /// A new value named `<base><suffix>` (see `fresh_suffixed`), defined later by a new node.
+    pub fn new_named_value(&mut self, graph: &Graph, base: &str, suffix: &str) -> ValRef {
+        let name = self.fresh_suffixed(graph, base, suffix);
+        self.values.push(NewValue { name, init: None });
+        ValRef::New(self.values.len() - 1)
+    }
+
+    /// Replace a weight's content wherever it is stored (the patch is for the graph at `w.path`): an initializer
+    /// keeps its name; a `Constant` node keeps its value form when the tensor fits it (`value_float` for a
+    /// float32 scalar, `value_ints` for a 1-D int64...) and otherwise gets `value`; a sparse initializer becomes
+    /// a dense initializer of the same name.
+    pub fn replace_weight(&mut self, w: &WeightRef, tensor: Tensor) {
+        self.edits.push(Edit::ReplaceWeight(w.clone(), tensor));
+    }
+
+    /// Remove a weight (initializer, sparse initializer or `Constant` node) whose last use goes away in this
+    /// same patch; `apply` fails naming the reader if one is left.
+    pub fn remove_weight(&mut self, w: &WeightRef) {
+        self.edits.push(Edit::RemoveWeight(w.clone()));
+    }
+
+    /// Set the declared type of a value in `value_info` (adding the entry when missing), or with `None` drop its
+    /// entries: stale shapes after channels are removed would make ONNX Runtime refuse the model.
+    pub fn set_value_info(&mut self, value: impl Into<ValRef>, ty: Option<TypeInfo>) {
+        self.edits.push(Edit::SetValueInfo(value.into(), ty));
+    }
+
+    /// Set (or with `None` clear) the declared type of graph input or output `index`.
+    pub fn set_io_type(&mut self, side: IoSide, index: usize, ty: Option<TypeInfo>) {
+        self.edits.push(Edit::SetIoType(side, index, ty));
     }
 
     /// A fresh name `<anchor>/<pass>_<k>` unused in the graph and this patch.
@@ -212,6 +305,11 @@ impl Patch {
     }
 
     /// Every use of `from` by a node that exists before this patch now reads `to`. Graph outputs stay.
+    ///
+    /// Uses inside the subgraphs of If/Loop/Scan nodes (captures, at any depth) move too: each body that read the
+    /// outer `from` now reads the outer `to` (the reference is created in the body; a body output that was `from`
+    /// becomes `to`). A body that defines its own value named `to` would shadow it: `apply` then fails with the
+    /// subgraph named (`Graph::rewire_blocker` answers beforehand).
     pub fn replace_all_uses(&mut self, from: ValueId, to: ValRef) {
         self.edits.push(Edit::ReplaceUses(from, to));
     }
@@ -227,7 +325,7 @@ impl Patch {
 
     /// Set (add or overwrite) an attribute.
     pub fn set_attr(&mut self, node: NodeId, attr: Attribute) {
-        self.edits.push(Edit::SetAttr(node, attr));
+        self.edits.push(Edit::SetAttr(node, Box::new(attr)));
     }
 
     pub fn remove_attr(&mut self, node: NodeId, name: &str) {
@@ -361,33 +459,36 @@ impl Graph {
                         .filter(|u| u.node.index() < first_new_node)
                         .copied()
                         .collect();
-                    if let Some(u) = uses.iter().find(|u| u.slot == UseSlot::Capture) {
-                        let owner = self
-                            .node(u.node)
-                            .map(|n| n.name().to_string())
-                            .unwrap_or_default();
-                        return Err(err(format!(
-                            "'{}' is read by a subgraph of node '{owner}': rewire inside the subgraph instead",
-                            self.value_name(from)
-                        )));
-                    }
                     if uses.is_empty() || from == to {
                         continue;
                     }
+                    if let Some(why) = self.rewire_blocker(from, to) {
+                        return Err(err(why));
+                    }
+                    let from_name = self.value_name(from).to_string();
+                    let to_name = self.value_name(to).to_string();
+                    let mut count = 0;
                     for u in &uses {
-                        let UseSlot::Input(slot) = u.slot else {
-                            unreachable!()
-                        };
-                        self.node_mut(u.node)
-                            .expect("use points to a live node")
-                            .inputs[slot as usize] = Some(to);
+                        match u.slot {
+                            UseSlot::Input(slot) => {
+                                self.node_mut(u.node)
+                                    .expect("use points to a live node")
+                                    .inputs[slot as usize] = Some(to);
+                                count += 1;
+                            }
+                            UseSlot::Capture => {
+                                for sg in self.node_subgraphs_mut(u.node) {
+                                    count += rewire_capture(sg, &from_name, &to_name);
+                                }
+                            }
+                        }
                         self.remove_use(from, *u);
                         self.add_use(to, *u);
                     }
                     log.changes.push(Change::UsesReplaced {
-                        from: self.value_name(from).to_string(),
-                        to: self.value_name(to).to_string(),
-                        uses: uses.len(),
+                        from: from_name,
+                        to: to_name,
+                        uses: count,
                     });
                 }
                 Edit::SetInput(node, slot, to) => {
@@ -436,8 +537,8 @@ impl Graph {
                     let n = self.node_mut(node).unwrap();
                     let name = attr.name.clone();
                     match n.attrs.iter_mut().find(|a| a.name == name) {
-                        Some(a) => *a = attr,
-                        None => n.attrs.push(attr),
+                        Some(a) => *a = *attr,
+                        None => n.attrs.push(*attr),
                     }
                     log.changes.push(Change::AttrSet {
                         node: n.name().to_string(),
@@ -497,18 +598,119 @@ impl Graph {
                         });
                     }
                 }
+                Edit::ReplaceWeight(w, mut t) => {
+                    self.check_weight(&w).map_err(&err)?;
+                    match w.storage {
+                        WeightStorage::Initializer => {
+                            t.name = Some(w.name.clone());
+                            self.value_mut(w.value).init = Some(t);
+                            log.changes
+                                .push(Change::InitializerReplaced { name: w.name });
+                        }
+                        WeightStorage::SparseInitializer => {
+                            self.sparse_initializers.retain(|s| {
+                                s.values.as_ref().and_then(|v| v.name.as_deref())
+                                    != Some(w.name.as_str())
+                            });
+                            t.name = Some(w.name.clone());
+                            self.push_initializer(w.value, t);
+                            log.changes
+                                .push(Change::InitializerReplaced { name: w.name });
+                        }
+                        WeightStorage::Constant { node, form } => {
+                            let attr = constant_attr(form, t).map_err(|e| err(e.to_string()))?;
+                            let n = self.node_mut(node).expect("checked");
+                            let attr_name = attr.name.clone();
+                            n.attrs = vec![attr];
+                            let node_name = n.name().to_string();
+                            if attr_name != form.attr_name() {
+                                log.changes.push(Change::AttrRemoved {
+                                    node: node_name.clone(),
+                                    attr: form.attr_name().to_string(),
+                                });
+                            }
+                            log.changes.push(Change::AttrSet {
+                                node: node_name,
+                                attr: attr_name,
+                            });
+                        }
+                    }
+                }
+                Edit::RemoveWeight(w) => {
+                    self.check_weight(&w).map_err(&err)?;
+                    match w.storage {
+                        WeightStorage::Initializer => {
+                            self.initializers.retain(|i| *i != w.value);
+                            self.value_mut(w.value).init = None;
+                        }
+                        WeightStorage::SparseInitializer => {
+                            self.sparse_initializers.retain(|s| {
+                                s.values.as_ref().and_then(|v| v.name.as_deref())
+                                    != Some(w.name.as_str())
+                            });
+                        }
+                        WeightStorage::Constant { node, .. } => {
+                            erased.push(node); // the output's uses are checked with the other erasures
+                            continue;
+                        }
+                    }
+                    self.value_mut(w.value).def = ValueDef::None;
+                    undefined.push(w.value);
+                    log.changes
+                        .push(Change::InitializerRemoved { name: w.name });
+                }
+                Edit::SetValueInfo(v, ty) => {
+                    let v = resolve(v)?;
+                    check_value(self, v)?;
+                    let name = self.value_name(v).to_string();
+                    match ty {
+                        None => {
+                            let before = self.value_info.len();
+                            self.value_info.retain(|io| io.value != v);
+                            if self.value_info.len() != before {
+                                log.changes.push(Change::ValueInfoCleared { name });
+                            }
+                        }
+                        Some(ty) => {
+                            let mut found = false;
+                            for io in self.value_info.iter_mut().filter(|io| io.value == v) {
+                                io.info.ty = Some(ty.clone());
+                                found = true;
+                            }
+                            if !found {
+                                self.value_info.push(GraphIo {
+                                    value: v,
+                                    info: ValueInfo {
+                                        ty: Some(ty),
+                                        ..Default::default()
+                                    },
+                                });
+                            }
+                            log.changes.push(Change::ValueInfoSet { name });
+                        }
+                    }
+                }
+                Edit::SetIoType(side, index, ty) => {
+                    let list = match side {
+                        IoSide::Input => &mut self.inputs,
+                        IoSide::Output => &mut self.outputs,
+                    };
+                    let Some(io) = list.get_mut(index) else {
+                        return Err(err(format!("graph has no {side:?} #{index}").to_lowercase()));
+                    };
+                    if io.info.ty != ty {
+                        io.info.ty = ty;
+                        let v = io.value;
+                        log.changes.push(Change::IoTypeSet {
+                            side,
+                            index,
+                            name: self.value_name(v).to_string(),
+                        });
+                    }
+                }
                 Edit::Reorder(order) => reorder = Some(order),
                 Edit::RefreshCaptures(node) => {
                     check_node(self, node)?;
-                    let n = self.node(node).unwrap();
-                    let mut names: Vec<String> = n
-                        .attrs
-                        .iter()
-                        .flat_map(|a| a.subgraphs())
-                        .flat_map(|g| g.free_variables())
-                        .collect();
-                    names.sort();
-                    names.dedup();
                     let u = Use {
                         node,
                         slot: UseSlot::Capture,
@@ -516,17 +718,7 @@ impl Graph {
                     for value in self.values.iter_mut() {
                         value.uses.retain(|x| *x != u);
                     }
-                    for name in names {
-                        let v = match self.value_by_name(&name) {
-                            Some(v) => v,
-                            None => {
-                                let v = self.add_value(&name);
-                                self.value_mut(v).def = ValueDef::Outer;
-                                v
-                            }
-                        };
-                        self.add_use(v, u);
-                    }
+                    self.add_captures(node);
                 }
             }
         }
@@ -654,6 +846,162 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// That a weight reference still describes this graph: same value name, same storage.
+    fn check_weight(&self, w: &WeightRef) -> std::result::Result<(), String> {
+        let stale =
+            |why: &str| format!("weight '{}' {why} (stale reference or wrong graph)", w.name);
+        if w.value.index() >= self.values.len() || self.value_name(w.value) != w.name {
+            return Err(stale("is not a value of this graph"));
+        }
+        let def = self.value(w.value).def;
+        let ok = match w.storage {
+            WeightStorage::Initializer => def == ValueDef::Initializer,
+            WeightStorage::SparseInitializer => def == ValueDef::SparseInitializer,
+            WeightStorage::Constant { node, form } => {
+                def == ValueDef::Node(node, 0)
+                    && self.node(node).and_then(ConstantForm::of) == Some(form)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(stale("is no longer stored as the reference says"))
+        }
+    }
+
+    /// Why the uses of `from` cannot all be moved to `to`, if they cannot: a subgraph that reads `from` from this
+    /// graph refers to `to` by name, so `to` must not be defined inside that subgraph (or one nested in it on the
+    /// way to a reader), where the local value would shadow it.
+    pub fn rewire_blocker(&self, from: ValueId, to: ValueId) -> Option<String> {
+        let from_name = self.value_name(from);
+        let to_name = self.value_name(to);
+        for u in self.uses(from) {
+            if u.slot != UseSlot::Capture {
+                continue;
+            }
+            if to_name.is_empty() {
+                return Some(format!(
+                    "cannot rewire '{from_name}' to an unnamed value: a subgraph reads it by name"
+                ));
+            }
+            let Some(n) = self.node(u.node) else { continue };
+            for sg in n.attrs.iter().flat_map(|a| a.subgraphs()) {
+                if let Some(path) = capture_shadowed(sg, from_name, to_name) {
+                    return Some(format!(
+                        "cannot rewire '{from_name}' to '{to_name}' inside node '{}': '{to_name}' is defined in subgraph '{path}' and would shadow the outer value",
+                        n.name()
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Register the values `node`'s subgraphs read from this graph as captures (creating `Outer` values for names
+    /// this graph itself reads from further out).
+    pub(crate) fn add_captures(&mut self, node: NodeId) {
+        let Some(n) = self.node(node) else { return };
+        let mut names: Vec<String> = n
+            .attrs
+            .iter()
+            .flat_map(|a| a.subgraphs())
+            .flat_map(|g| g.free_variables())
+            .collect();
+        names.sort();
+        names.dedup();
+        let u = Use {
+            node,
+            slot: UseSlot::Capture,
+        };
+        for name in names {
+            let v = match self.value_by_name(&name) {
+                Some(v) => v,
+                None => {
+                    let v = self.add_value(&name);
+                    self.value_mut(v).def = ValueDef::Outer;
+                    v
+                }
+            };
+            self.add_use(v, u);
+        }
+    }
+}
+
+/// The subgraph (by name, nested ones as `a/b`) in which a body that reads the outer `from` defines its own `to`.
+fn capture_shadowed(g: &Graph, from: &str, to: &str) -> Option<String> {
+    let f = g.value_by_name(from)?;
+    if g.value(f).def != ValueDef::Outer {
+        return None; // the body defines its own `from`: the outer one is not read here
+    }
+    if let Some(t) = g.value_by_name(to) {
+        if g.value(t).def != ValueDef::Outer {
+            return Some(g.name().to_string());
+        }
+    }
+    for u in g.uses(f) {
+        if u.slot != UseSlot::Capture {
+            continue;
+        }
+        let Some(n) = g.node(u.node) else { continue };
+        for sg in n.attrs.iter().flat_map(|a| a.subgraphs()) {
+            if let Some(p) = capture_shadowed(sg, from, to) {
+                return Some(format!("{}/{p}", g.name()));
+            }
+        }
+    }
+    None
+}
+
+/// Inside a subgraph that reads the outer `from`, make every read (node inputs, nested captures, graph outputs)
+/// read the outer `to` instead, creating the outer reference when the body did not read `to` yet. The old
+/// reference is dropped with its value_info entries. Returns the number of reads moved. Checked beforehand by
+/// `rewire_blocker`.
+fn rewire_capture(g: &mut Graph, from: &str, to: &str) -> usize {
+    let Some(f) = g.value_by_name(from) else {
+        return 0;
+    };
+    if g.value(f).def != ValueDef::Outer {
+        return 0;
+    }
+    let t = match g.value_by_name(to) {
+        Some(t) => t,
+        None => {
+            let t = g.add_value(to);
+            g.value_mut(t).def = ValueDef::Outer;
+            t
+        }
+    };
+    let mut count = 0;
+    for u in g.uses(f).to_vec() {
+        match u.slot {
+            UseSlot::Input(slot) => {
+                g.node_mut(u.node)
+                    .expect("use points to a live node")
+                    .inputs[slot as usize] = Some(t);
+                count += 1;
+            }
+            UseSlot::Capture => {
+                for sg in g.node_subgraphs_mut(u.node) {
+                    count += rewire_capture(sg, from, to);
+                }
+            }
+        }
+        g.remove_use(f, u);
+        g.add_use(t, u);
+    }
+    for o in g.outputs.iter_mut().filter(|o| o.value == f) {
+        o.value = t;
+        count += 1;
+    }
+    g.value_info.retain(|io| io.value != f);
+    if g.index.get(from) == Some(&f) {
+        g.index.remove(from);
+    }
+    g.value_mut(f).def = ValueDef::None;
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,5 +1092,177 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("still used by node"));
+    }
+
+    /// main: W, x; If(c) { then: If(c2) { then: Mul(x, W) } else { x } } else { x }: W read two levels down.
+    fn nested() -> Graph {
+        let leaf = |name: &str, reads_w: bool| {
+            let mut b = GraphBuilder::new(name);
+            let x = b.outer("x");
+            let y = if reads_w {
+                let w = b.outer("W");
+                b.node("Mul", &[x, w], vec![], 1)[0]
+            } else {
+                b.node("Identity", &[x], vec![], 1)[0]
+            };
+            b.output(y, DataType::FLOAT, &["2"]);
+            b.build()
+        };
+        let mut mid = GraphBuilder::new("then_branch");
+        let c2 = mid.outer("c");
+        let y = mid.named_node(
+            "inner_if",
+            OpKey::onnx("If"),
+            &[Some(c2)],
+            &["inner_y"],
+            vec![
+                Attribute::graph("then_branch", leaf("then_branch", true)),
+                Attribute::graph("else_branch", leaf("else_branch", false)),
+            ],
+        )[0];
+        mid.output(y, DataType::FLOAT, &["2"]);
+        let mut b = GraphBuilder::new("main");
+        b.input("x", DataType::FLOAT, &["2"]);
+        let c = b.input("c", DataType::BOOL, &[]);
+        b.initializer(Tensor::from_f32("W", vec![2], &[1.0, 2.0]));
+        let y = b.named_node(
+            "outer_if",
+            OpKey::onnx("If"),
+            &[Some(c)],
+            &["y"],
+            vec![
+                Attribute::graph("then_branch", mid.build()),
+                Attribute::graph("else_branch", leaf("else_branch", false)),
+            ],
+        )[0];
+        b.output(y, DataType::FLOAT, &["2"]);
+        b.build()
+    }
+
+    #[test]
+    fn replace_all_uses_reaches_nested_bodies_and_creates_the_captures() {
+        let mut g = nested();
+        g.verify().unwrap();
+        let w = g.value_by_name("W").unwrap();
+        let mut p = Patch::new("t");
+        let n =
+            p.add_named_initializer(&g, "W", "_new", Tensor::from_f32("", vec![2], &[3.0, 4.0]));
+        p.replace_all_uses(w, n);
+        p.remove_initializer(w);
+        let log = g.apply(p).unwrap();
+        g.verify().unwrap();
+        assert!(log.changes.contains(&Change::UsesReplaced {
+            from: "W".into(),
+            to: "W_new".into(),
+            uses: 1
+        }));
+        let (_, mid) = g.subgraphs().next().unwrap();
+        assert_eq!(mid.free_variables(), ["W_new", "c", "x"]);
+        assert!(mid.value_by_name("W").is_none());
+        let (_, leaf) = mid.subgraphs().next().unwrap();
+        let (_, mul) = leaf.nodes().next().unwrap();
+        assert_eq!(leaf.value_name(mul.input(1).unwrap()), "W_new");
+        assert_eq!(leaf.value(mul.input(1).unwrap()).def, ValueDef::Outer);
+    }
+
+    #[test]
+    fn fresh_names_avoid_enclosing_scopes_and_subgraphs_below() {
+        let g = nested();
+        // from the main graph: a name defined two levels down is taken
+        let mut p = Patch::new("t");
+        assert_eq!(p.fresh_suffixed(&g, "mul_0", "_out0"), "mul_0_out0_1");
+        assert_eq!(p.fresh_suffixed(&g, "W", "_scale"), "W_scale");
+        assert_eq!(
+            p.fresh_suffixed(&g, "W", "_scale"),
+            "W_scale_1",
+            "reserved by the patch"
+        );
+        // from the middle body: the main graph's names are taken
+        let (_, mid) = g.subgraphs().next().unwrap();
+        let chain = crate::ir::ScopeChain::new(&g).enter(mid);
+        let mut p = Patch::in_scope("t", &chain);
+        assert_eq!(p.fresh_suffixed(mid, "", "W"), "W_1");
+        assert_eq!(p.fresh_suffixed(mid, "", "y"), "y_1");
+        assert_eq!(p.fresh_suffixed(mid, "", "inner_y"), "inner_y_1");
+        let mut p = Patch::new("t");
+        assert_eq!(
+            p.fresh_suffixed(mid, "", "y"),
+            "y",
+            "without the scope the outer name is not seen"
+        );
+    }
+
+    #[test]
+    fn patch_inside_a_body_refreshes_the_owner_captures() {
+        let mut g = nested();
+        let (outer_if, _) = g.nodes().find(|(_, n)| n.op.is("If")).unwrap();
+        let path = crate::ir::GraphPath::default().child(outer_if, 0);
+        // the middle body stops reading c: its inner If now reads a new Constant instead
+        let mid = g.subgraph_at(&path).unwrap();
+        let (inner_if, _) = mid.nodes().next().unwrap();
+        let mut p = Patch::new("t");
+        let k = p.add_node(
+            mid,
+            "cond",
+            OpKey::onnx("Constant"),
+            vec![],
+            vec![Attribute::tensor(
+                "value",
+                Tensor::from_raw("", DataType::BOOL, vec![], vec![1u8].into()),
+            )],
+            1,
+        )[0];
+        p.set_input(inner_if, 0, Some(k));
+        g.apply_at(&path, p).unwrap();
+        g.verify().unwrap();
+        let c = g.value_by_name("c").unwrap();
+        let captured: Vec<UseSlot> = g.uses(c).iter().map(|u| u.slot).collect();
+        assert_eq!(
+            captured,
+            [UseSlot::Input(0)],
+            "the outer If no longer captures c"
+        );
+    }
+
+    #[test]
+    fn a_new_node_with_a_body_captures_what_the_body_reads() {
+        let mut g = chain();
+        let r = g.value_by_name("relu_0_out0").unwrap();
+        let mut body = GraphBuilder::new("body");
+        let br = body.outer("relu_0_out0");
+        let by = body.node("Neg", &[br], vec![], 1)[0];
+        body.output(by, DataType::FLOAT, &["2"]);
+        let mut p = Patch::new("t");
+        let cond = p.add_node(
+            &g,
+            "c",
+            OpKey::onnx("Constant"),
+            vec![],
+            vec![Attribute::tensor(
+                "value",
+                Tensor::from_raw("", DataType::BOOL, vec![], vec![1u8].into()),
+            )],
+            1,
+        )[0];
+        p.add_node(
+            &g,
+            "if",
+            OpKey::onnx("If"),
+            vec![Some(cond)],
+            vec![
+                Attribute::graph("then_branch", body.build()),
+                Attribute::graph("else_branch", {
+                    let mut e = GraphBuilder::new("else");
+                    let er = e.outer("relu_0_out0");
+                    let ey = e.node("Identity", &[er], vec![], 1)[0];
+                    e.output(ey, DataType::FLOAT, &["2"]);
+                    e.build()
+                }),
+            ],
+            1,
+        );
+        g.apply(p).unwrap();
+        g.verify().unwrap();
+        assert!(g.uses(r).iter().any(|u| u.slot == UseSlot::Capture));
     }
 }

@@ -1,6 +1,7 @@
 //! Graph invariants, checked after every pass: use-def agrees both ways, values are defined once, names are
 //! unique, the node order is topological (so acyclic), graph outputs are defined, and known ops have a legal
-//! number of inputs and outputs. Subgraphs are verified too.
+//! number of inputs and outputs, and each node's capture uses are exactly the values its subgraphs read from
+//! outside. Subgraphs are verified too.
 
 use std::collections::HashSet;
 
@@ -18,6 +19,7 @@ impl Graph {
             msg,
         };
         let mut node_names = HashSet::new();
+        let mut captures = Vec::new();
         let mut seen_ids = HashSet::new();
         for id in &self.order {
             if !seen_ids.insert(*id) {
@@ -63,6 +65,36 @@ impl Graph {
                         )));
                     }
                 }
+            }
+            if node.has_subgraphs() {
+                // the values this node's subgraphs read from outside are exactly its capture uses
+                let mut wanted: Vec<&str> = Vec::new();
+                let free: Vec<String> = node
+                    .attrs
+                    .iter()
+                    .flat_map(|a| a.subgraphs())
+                    .flat_map(|g| g.free_variables())
+                    .collect();
+                wanted.extend(free.iter().map(|s| s.as_str()));
+                wanted.sort();
+                wanted.dedup();
+                for name in &wanted {
+                    let listed = self.value_by_name(name).is_some_and(|v| {
+                        self.uses(v)
+                            .binary_search(&Use {
+                                node: *id,
+                                slot: UseSlot::Capture,
+                            })
+                            .is_ok()
+                    });
+                    if !listed {
+                        return Err(bad(format!(
+                            "a subgraph of node '{}' reads '{name}' but the value does not list the capture",
+                            node.name()
+                        )));
+                    }
+                }
+                captures.push((*id, wanted.len()));
             }
             if let Some(msg) = crate::ir::ops::check_arity(node) {
                 return Err(bad(format!(
@@ -113,6 +145,26 @@ impl Graph {
                 && self.value_by_name(&value.name) != Some(vid)
             {
                 return Err(bad(format!("value name '{}' is defined twice", value.name)));
+            }
+        }
+        for (id, wanted) in captures {
+            let listed = self
+                .values
+                .iter()
+                .filter(|v| {
+                    v.uses
+                        .binary_search(&Use {
+                            node: id,
+                            slot: UseSlot::Capture,
+                        })
+                        .is_ok()
+                })
+                .count();
+            if listed != wanted {
+                return Err(bad(format!(
+                    "node '{}' lists {listed} captured values but its subgraphs read {wanted}",
+                    self.node(id).map(|n| n.name()).unwrap_or("")
+                )));
             }
         }
         for io in &self.outputs {

@@ -10,8 +10,8 @@ pub struct PipelineOptions {
     pub stop_after: Option<String>,
 }
 
-/// Run the pass specs (`name` or `name{k=v}`) in order. The model is verified after every pass; a pass that
-/// leaves it broken is an error naming the pass.
+/// Run the pass specs (`name` or `name{k=v}`) in order. The model (main graph, every subgraph and every
+/// function body) is verified after every pass; a pass that leaves it broken is an error naming the pass.
 pub fn run_pipeline(
     model: &mut Model,
     specs: &[&str],
@@ -28,7 +28,7 @@ pub fn run_pipeline(
     let mut reports = Vec::new();
     for pass in passes {
         let report = pass.run(model, &mut cx)?;
-        model.graph.verify().map_err(|e| Error::Pass {
+        model.verify().map_err(|e| Error::Pass {
             pass: pass.name().into(),
             msg: format!("left an invalid graph: {e}"),
         })?;
