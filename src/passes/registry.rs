@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 use crate::passes::cleanup::{
     Dce, DceOptions, DedupInitializers, DedupOptions, TopoSort, TopoSortOptions,
 };
+use crate::passes::fold::{
+    EliminateIdentity, EliminateIdentityOptions, FoldBatchNorm, FoldBatchNormOptions,
+};
 use crate::passes::Pass;
 
 pub struct PassInfo {
@@ -48,6 +51,24 @@ pub static PASSES: &[PassInfo] = &[
         make: |v| {
             let _: TopoSortOptions = options("topo-sort", v)?;
             Ok(Box::new(TopoSort))
+        },
+    },
+    PassInfo {
+        name: "fold-batchnorm",
+        summary: "fold inference BatchNormalization into the Conv / ConvTranspose / Gemm / MatMul before it",
+        options: &[],
+        make: |v| {
+            let _: FoldBatchNormOptions = options("fold-batchnorm", v)?;
+            Ok(Box::new(FoldBatchNorm))
+        },
+    },
+    PassInfo {
+        name: "eliminate-identity",
+        summary: "remove Identity and inference-mode Dropout nodes (readers read the input directly)",
+        options: &[],
+        make: |v| {
+            let _: EliminateIdentityOptions = options("eliminate-identity", v)?;
+            Ok(Box::new(EliminateIdentity))
         },
     },
 ];
