@@ -245,7 +245,7 @@ impl<T: Copy> Matrix<T> {
     }
 
     pub fn rows_iter(&self) -> impl Iterator<Item = &[T]> {
-        self.data.chunks_exact(self.cols.max(1)).take(self.rows)
+        (0..self.rows).map(|r| self.row(r))
     }
 
     /// Column `c`, copied.
@@ -393,6 +393,9 @@ impl Tensor {
             }
         };
         let s = AxisSplit::new(&self.dims, axis).map_err(|e| self.axis_err(e))?;
+        if s.numel().checked_mul(w).is_none() {
+            return Err(self.axis_err(invalid(format!("dims {:?} overflow", self.dims))));
+        }
         let raw = self.raw_bytes()?;
         let bytes = AxisSplit {
             inner: s.inner * w,

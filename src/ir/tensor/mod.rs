@@ -344,7 +344,28 @@ impl Tensor {
                 }
             }
             TensorData::Float(v) => count_ok("float_data", v.len(), complex)?,
-            TensorData::Int32(v) => count_ok("int32_data", v.len(), 1)?,
+            TensorData::Int32(v) => {
+                count_ok("int32_data", v.len(), 1)?;
+                // Each value must fit the element (or packed byte) width, read signed or unsigned: writers
+                // store int8 sign-extended and float16 bit patterns unsigned; anything wider would be cut.
+                let bits = dt.bits().unwrap_or(32).max(8);
+                if bits < 32 {
+                    let (lo, hi) = (-(1i64 << (bits - 1)), (1i64 << bits) - 1);
+                    if let Some((i, x)) = v
+                        .iter()
+                        .enumerate()
+                        .find(|(_, x)| !(lo..=hi).contains(&(**x as i64)))
+                    {
+                        return Err(Error::invalid(
+                            at(),
+                            format!(
+                                "int32_data value {x} at index {i} does not fit a {bits}-bit {} element",
+                                dt.name()
+                            ),
+                        ));
+                    }
+                }
+            }
             TensorData::Int64(v) => count_ok("int64_data", v.len(), 1)?,
             TensorData::Double(v) => count_ok("double_data", v.len(), complex)?,
             TensorData::Uint64(v) => count_ok("uint64_data", v.len(), 1)?,

@@ -532,6 +532,16 @@ mod tests {
         let e = t.check().unwrap_err().to_string();
         assert!(e.contains("'w'") && e.contains("float_data"), "{e}");
         assert!(t.to_i64_vec().is_err());
+        // int32_data values wider than the element
+        let mut w = Tensor::from_raw("wide", DataType::INT8, vec![2], Bytes::new());
+        w.data = TensorData::Int32(vec![-128, 300]);
+        let e = w.check().unwrap_err().to_string();
+        assert!(e.contains("300") && e.contains("index 1"), "{e}");
+        w.data = TensorData::Int32(vec![-128, 255]);
+        w.check().unwrap();
+        let mut h = Tensor::from_raw("h", DataType::FLOAT16, vec![1], Bytes::new());
+        h.data = TensorData::Int32(vec![65536]);
+        assert!(h.check().is_err());
         let mut s = Tensor::from_raw("s", DataType::FLOAT, vec![1], Bytes::new());
         s.data = TensorData::Int32(vec![1]);
         assert!(s.check().is_err() && s.to_f64_vec().is_err());
