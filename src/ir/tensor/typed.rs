@@ -501,6 +501,52 @@ mod tests {
         round_trip(vec![true, false, true]);
     }
 
+    /// The same tensors stored as ranges of one external data file read back the same.
+    #[test]
+    fn external_storage_reads_like_raw() {
+        std::fs::create_dir_all("target").unwrap();
+        let dir = tempfile::tempdir_in("target").unwrap();
+        let tensors = vec![
+            Tensor::from_vec("a", vec![3], vec![1.5f32, -2.0, 1e-40]).unwrap(),
+            Tensor::from_vec("b", vec![2], vec![f16::from_f32(0.1), f16::MIN_POSITIVE]).unwrap(),
+            Tensor::from_vec("c", vec![2], vec![bf16::from_f32(-7.5), bf16::EPSILON]).unwrap(),
+            Tensor::from_vec("d", vec![2], vec![0.1f64, -3.0]).unwrap(),
+            Tensor::from_vec("e", vec![3], vec![-1i8, 0, 100]).unwrap(),
+            Tensor::from_vec("f", vec![2], vec![i64::MAX, -9]).unwrap(),
+            Tensor::from_vec("g", vec![2], vec![true, false]).unwrap(),
+            Tensor::from_f64_as("h", DataType::UINT4, vec![3], &[1.0, 15.0, 4.0]).unwrap(),
+        ];
+        let mut file = Vec::new();
+        let mut ranges = Vec::new();
+        for t in &tensors {
+            let b = t.raw_bytes().unwrap();
+            ranges.push((file.len() as u64, b.len() as u64));
+            file.extend_from_slice(&b);
+            file.push(0xAA); // a gap, so an offset off by one reads wrong bytes
+        }
+        std::fs::write(dir.path().join("w.bin"), &file).unwrap();
+        let mut resolver = crate::io::external::Resolver::new(Some(dir.path()));
+        let handle = resolver.open("w.bin").unwrap();
+        for (t, (offset, length)) in tensors.iter().zip(ranges) {
+            let mut x = t.clone();
+            x.data = TensorData::External(super::super::ExternalRef {
+                entries: Vec::new(),
+                location: "w.bin".into(),
+                offset,
+                length,
+                file: handle.clone(),
+            });
+            x.check().unwrap();
+            assert_eq!(x.raw_bytes().unwrap(), t.raw_bytes().unwrap());
+            let name = x.name().to_string();
+            match x.dtype() {
+                DataType::UINT4 => assert_eq!(x.to_i64_vec().unwrap(), [1, 15, 4]),
+                DataType::INT64 => assert_eq!(x.to_i64_vec().unwrap(), [i64::MAX, -9]),
+                _ => assert_eq!(x.to_f64_vec().unwrap(), t.to_f64_vec().unwrap(), "{name}"),
+            }
+        }
+    }
+
     #[test]
     fn int32_data_as_the_spec_stores_it() {
         // int8 sign-extended, uint16 and float16 as unsigned bit patterns
@@ -545,6 +591,19 @@ mod tests {
         let mut s = Tensor::from_raw("s", DataType::FLOAT, vec![1], Bytes::new());
         s.data = TensorData::Int32(vec![1]);
         assert!(s.check().is_err() && s.to_f64_vec().is_err());
+    }
+
+    #[test]
+    fn integer_reads_are_exact_past_2_pow_53() {
+        let big = (1i64 << 60) + 1;
+        let t = Tensor::from_vec("i", vec![2], vec![big, -big]).unwrap();
+        assert_eq!(t.to_i64_vec().unwrap(), [big, -big]);
+        assert_eq!(
+            t.to_field_storage().unwrap().to_i64_vec().unwrap(),
+            [big, -big]
+        );
+        let u = Tensor::from_vec("u", vec![1], vec![u32::MAX]).unwrap();
+        assert_eq!(u.to_i64_vec().unwrap(), [u32::MAX as i64]);
     }
 
     #[test]
