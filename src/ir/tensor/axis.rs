@@ -585,6 +585,41 @@ mod tests {
         assert!(i4.take(0, &[0]).is_err());
     }
 
+    /// `param_index` against the definition: multi-index of x through x's strides, the axis coordinate
+    /// divided by the block, flat index through the parameter's strides.
+    #[test]
+    fn blocked_index_matches_multi_index_definition() {
+        for (xd, axis, block) in [
+            (vec![3usize, 5, 2], 1usize, 2usize),
+            (vec![4, 3], 0, 3),
+            (vec![2, 3, 7], 2, 4),
+            (vec![6], 0, 6),
+            (vec![2, 2, 2, 5], 3, 1),
+        ] {
+            let mut pd = xd.clone();
+            pd[axis] = xd[axis].div_ceil(block);
+            let xi: Vec<i64> = xd.iter().map(|d| *d as i64).collect();
+            let pi: Vec<i64> = pd.iter().map(|d| *d as i64).collect();
+            let l = ParamLayout::resolve(&xi, &pi, axis as i64, block as i64).unwrap();
+            let (xs, ps) = (strides(&xd), strides(&pd));
+            let n: usize = xd.iter().product();
+            for i in 0..n {
+                let want: usize = (0..xd.len())
+                    .map(|d| {
+                        let c = (i / xs[d]) % xd[d];
+                        (if d == axis { c / block } else { c }) * ps[d]
+                    })
+                    .sum();
+                assert_eq!(
+                    l.param_index(i),
+                    want,
+                    "{xd:?} axis {axis} block {block} i {i}"
+                );
+            }
+            assert_eq!(l.param_numel(), pd.iter().product::<usize>());
+        }
+    }
+
     #[test]
     fn param_layouts_follow_the_spec() {
         assert_eq!(
