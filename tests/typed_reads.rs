@@ -128,3 +128,49 @@ fn reads_equal_onnx_numpy_helper() {
     }
     assert!(compared > 20, "{compared}");
 }
+
+/// Every code of the float8 types, float8e8m0 and float4e2m1 decodes as `ml_dtypes` (what onnx's numpy_helper
+/// uses) decodes it: exhaustive, exact (NaN compared as NaN, since payload bits differ).
+#[test]
+fn small_floats_decode_like_ml_dtypes() {
+    let script = r#"
+import json
+import numpy as np
+import ml_dtypes as m
+out = {}
+for code, name, n in [(17, "float8_e4m3fn", 256), (18, "float8_e4m3fnuz", 256), (19, "float8_e5m2", 256),
+                      (20, "float8_e5m2fnuz", 256), (24, "float8_e8m0fnu", 256), (23, "float4_e2m1fn", 16)]:
+    v = np.arange(n, dtype=np.uint8).view(getattr(m, name)).astype(np.float64)
+    out[code] = [None if np.isnan(x) else int(b) for x, b in zip(v, v.view(np.uint64))]
+print(json.dumps(out))
+"#;
+    let out = Command::new(common::python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: BTreeMap<i32, Vec<Option<u64>>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(want.len(), 6);
+    for (code, want) in want {
+        let dt = DataType(code);
+        let raw: Vec<u8> = if code == 23 {
+            (0u8..16).step_by(2).map(|c| c | ((c + 1) << 4)).collect()
+        } else {
+            (0..=255u8).collect()
+        };
+        let t = Tensor::from_raw("codes", dt, vec![want.len() as i64], raw.into());
+        t.check().unwrap();
+        let got: Vec<Option<u64>> = t
+            .to_f64_vec()
+            .unwrap()
+            .iter()
+            .map(|x| (!x.is_nan()).then(|| x.to_bits()))
+            .collect();
+        assert_eq!(got, want, "{}", dt.name());
+    }
+}

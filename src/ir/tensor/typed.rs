@@ -120,7 +120,7 @@ impl Element for bool {
 }
 
 /// Run `$body` with `$T` bound to the Rust type of `$dt`, or evaluate `$other` for types without one
-/// (strings, complex, 4-bit, float8, unknown codes).
+/// (strings, complex, 4-bit, float8, float4, unknown codes).
 macro_rules! with_element {
     ($dt:expr, $T:ident => $body:expr, _ => $other:expr) => {
         match $dt {
@@ -212,6 +212,55 @@ fn pack_4bit(values: &[i64]) -> Vec<u8> {
         .collect()
 }
 
+/// Decode one finite minifloat of `e` exponent and `m` mantissa bits with exponent bias `bias` (sign in bit
+/// e+m, subnormals at exponent 0); the callers handle each format's NaN and infinity codes first.
+fn minifloat(code: u8, e: u32, m: u32, bias: i32) -> f64 {
+    let sign = if (code >> (e + m)) & 1 == 1 {
+        -1.0
+    } else {
+        1.0
+    };
+    let exp = ((code >> m) as u32 & ((1 << e) - 1)) as i32;
+    let mant = (code as u32 & ((1 << m) - 1)) as f64;
+    let scale = (1u32 << m) as f64;
+    let mag = if exp == 0 {
+        mant / scale * 2f64.powi(1 - bias)
+    } else {
+        (1.0 + mant / scale) * 2f64.powi(exp - bias)
+    };
+    sign * mag
+}
+
+/// float8 / float4 / float8e8m0 codes to f64, per the ONNX spec (docs/Float8.md, the FLOAT4E2M1 and
+/// FLOAT8E8M0 sections): e4m3fn has NaN at S.1111.111 and no infinity; the fnuz types have one NaN (0x80) and
+/// no negative zero, bias 8 (e4m3) / 16 (e5m2); e5m2 is IEEE-like (bias 15, infinity and NaNs at exponent
+/// 31); e2m1 (bias 1) has neither; e8m0 is 2^(code - 127) with NaN at 0xFF.
+fn decode_small_float(dt: DataType, code: u8) -> f64 {
+    match dt.0 {
+        17 if code & 0x7f == 0x7f => f64::NAN,
+        17 => minifloat(code, 4, 3, 7),
+        18 | 20 if code == 0x80 => f64::NAN,
+        18 => minifloat(code, 4, 3, 8),
+        19 if code & 0x7c == 0x7c => {
+            if code & 0x03 == 0 {
+                if code & 0x80 != 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                f64::NAN
+            }
+        }
+        19 => minifloat(code, 5, 2, 15),
+        20 => minifloat(code, 5, 2, 16),
+        23 => minifloat(code & 0x0f, 2, 1, 1),
+        24 if code == 0xff => f64::NAN,
+        24 => 2f64.powi(code as i32 - 127),
+        _ => f64::NAN,
+    }
+}
+
 impl Tensor {
     fn err(&self, msg: impl Into<String>) -> Error {
         Error::invalid(format!("tensor '{}'", self.name()), msg)
@@ -282,14 +331,26 @@ impl Tensor {
         Ok(raw.chunks_exact(T::SIZE).map(T::get_le).collect())
     }
 
-    /// The values of any real numeric dtype as f64 (exact but for 64-bit integers past 2^53). Complex, string
-    /// and float8 tensors are refused.
+    /// The values of any real numeric dtype as f64 (exact but for 64-bit integers past 2^53; float8, float4
+    /// and float8e8m0 decoded too). Complex and string tensors are refused.
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
         let dt = self.dtype();
         if is_4bit(dt) {
             return Ok(self.to_i64_vec()?.into_iter().map(|v| v as f64).collect());
         }
-        let (raw, _) = self.checked_bytes_for_read()?;
+        let (raw, n) = self.checked_bytes_for_read()?;
+        match dt.0 {
+            17..=20 | 24 => return Ok(raw.iter().map(|b| decode_small_float(dt, *b)).collect()),
+            23 => {
+                return Ok((0..n)
+                    .map(|i| {
+                        let b = raw[i / 2];
+                        decode_small_float(dt, if i % 2 == 0 { b & 0x0f } else { b >> 4 })
+                    })
+                    .collect())
+            }
+            _ => {}
+        }
         with_element!(dt, T => Ok(raw.chunks_exact(T::SIZE).map(|b| T::get_le(b).to_f64()).collect()),
             _ => Err(self.refuse("numbers")))
     }
