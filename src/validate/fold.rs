@@ -321,6 +321,41 @@ mod tests {
         );
     }
 
+    /// Weight-only int8 per output channel, written with the tensor API, folds back within half a step.
+    #[test]
+    fn per_channel_int8_round_trip_through_the_tensor_api() {
+        use crate::ir::tensor::Reduction;
+        let w: Vec<f32> = (0..12)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.37)
+            .collect();
+        let wt = Tensor::from_f32("w", vec![3, 4], &w);
+        let amax = wt.reduce_axis(0, Reduction::AbsMax).unwrap();
+        let scales: Vec<f32> = amax.iter().map(|a| (*a / 127.0) as f32).collect();
+        let layout = ParamLayout::resolve(&wt.dims, &[3], 0, 0).unwrap();
+        let per_elem = layout.broadcast(&scales, 12).unwrap();
+        let q: Vec<f64> = w
+            .iter()
+            .zip(&per_elem)
+            .map(|(x, s)| *x as f64 / *s as f64)
+            .collect();
+        let qt = Tensor::from_f64_as("w_quantized", DataType::INT8, vec![3, 4], &q).unwrap();
+        let st = Tensor::from_f32("w_scale", vec![3], &scales);
+        let y = dequantize(&qt, &st, None, 0, 0).unwrap();
+        for ((y, x), s) in y.iter().zip(&w).zip(&per_elem) {
+            // rounding to the int8 grid costs at most s/2; q * s in f32 adds at most eps32 * |y|
+            let tol = s / 2.0 + f32::EPSILON * y.abs();
+            assert!((y - x).abs() <= tol, "{y} vs {x} (step {s})");
+        }
+        // the largest magnitude of each channel lands on +-127
+        let qv = qt.to_vec::<i8>().unwrap();
+        for c in 0..3 {
+            assert_eq!(
+                qv[c * 4..c * 4 + 4].iter().map(|v| v.abs()).max(),
+                Some(127)
+            );
+        }
+    }
+
     #[test]
     fn mismatched_parameters_are_errors_not_panics() {
         let x = Tensor::from_vec("x", vec![4, 4], vec![1i8; 16]).unwrap();
