@@ -266,16 +266,11 @@ impl Tensor {
         Error::invalid(format!("tensor '{}'", self.name()), msg)
     }
 
-    /// The packed little-endian bytes, checked against dtype and dims (a hand-built tensor may disagree).
+    /// The packed little-endian bytes, checked against dtype and dims as at load (`check`: the field suits the
+    /// dtype, counts and int32_data widths fit; a hand-built tensor may disagree), then the byte length.
     fn checked_bytes(&self) -> Result<(Bytes, usize)> {
+        self.check()?;
         let n = usize::try_from(self.numel()?).map_err(|_| self.err("too many elements"))?;
-        if !self.data.field_allows(self.dtype()) {
-            return Err(self.err(format!(
-                "{} values stored in {}, which the ONNX spec reserves for other types",
-                self.dtype().name(),
-                self.data.field_name().unwrap_or("?")
-            )));
-        }
         let raw = self.raw_bytes()?;
         let want = self
             .dtype()
@@ -644,6 +639,7 @@ mod tests {
         w.data = TensorData::Int32(vec![-128, 300]);
         let e = w.check().unwrap_err().to_string();
         assert!(e.contains("300") && e.contains("index 1"), "{e}");
+        assert!(w.to_vec::<i8>().is_err() && w.to_f64_vec().is_err());
         w.data = TensorData::Int32(vec![-128, 255]);
         w.check().unwrap();
         let mut h = Tensor::from_raw("h", DataType::FLOAT16, vec![1], Bytes::new());
