@@ -302,7 +302,11 @@ pub fn evaluate(
     external_files(&model.graph, &mut files);
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
-    let loaded = load(model, &sample_shapes(&samples[0]))?;
+    // a broken model (e.g. a DequantizeLinear scale that does not fit) is named by its file
+    let loaded = load(model, &sample_shapes(&samples[0])).map_err(|e| match path {
+        Some(p) => e.in_file(p),
+        None => e,
+    })?;
     let mut remarks = loaded.remarks.clone();
     let typed = loaded.typed()?;
     let (macs, mut r) = macs(model, &typed)?;

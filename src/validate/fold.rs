@@ -5,54 +5,16 @@
 //! the node. Never a silent pass.
 
 use crate::error::{Error, Result};
+use crate::ir::tensor::ParamLayout;
 use crate::ir::{AttrList, Attribute, DataType, Graph, Model, Patch, Tensor, ValueId};
 
 fn is_4bit(dt: DataType) -> bool {
     matches!(dt, DataType::INT4 | DataType::UINT4)
 }
 
-/// The integer values of a constant tensor (4-bit types unpacked, low nibble first).
-fn int_values(t: &Tensor) -> Result<Vec<i64>> {
-    let dt = t.dtype();
-    if is_4bit(dt) {
-        let n = t.numel()? as usize;
-        let raw = t.raw_bytes()?;
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let b = raw.get(i / 2).copied().unwrap_or(0);
-            let nib = if i % 2 == 0 { b & 0x0f } else { b >> 4 };
-            out.push(if dt == DataType::INT4 {
-                ((nib << 4) as i8 >> 4) as i64
-            } else {
-                nib as i64
-            });
-        }
-        return Ok(out);
-    }
-    match dt {
-        DataType::UINT16 => Ok(t
-            .raw_bytes()?
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
-            .collect()),
-        DataType::INT16 => Ok(t
-            .raw_bytes()?
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
-            .collect()),
-        _ => t.to_i64_vec(),
-    }
-}
-
-fn strides(dims: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * dims[i + 1];
-    }
-    s
-}
-
-/// Dequantize constant `x` with `scale` / `zero_point` (per tensor, per axis or blocked along `axis`).
+/// Dequantize constant `x` with `scale` / `zero_point` (per tensor, per axis or blocked along `axis`), as the
+/// ONNX reference computes it: `y = (x - zero_point) * scale` in f32. The parameter shapes are checked
+/// against the spec first (`ParamLayout::resolve`); a mismatch is an error, never an index past the data.
 fn dequantize(
     x: &Tensor,
     scale: &Tensor,
@@ -60,63 +22,54 @@ fn dequantize(
     axis: i64,
     block: i64,
 ) -> Result<Vec<f32>> {
-    let xv = int_values(x)?;
-    let sv = scale.to_f32_vec()?;
+    let layout = ParamLayout::resolve(&x.dims, &scale.dims, axis, block)
+        .map_err(|e| param_error("scale", scale, e))?;
+    let xv = x.to_i64_vec()?;
+    let sv = layout
+        .broadcast(&scale.to_f32_vec()?, xv.len())
+        .map_err(|e| param_error("scale", scale, e))?;
     let zv = match zp {
-        Some(z) => int_values(z)?,
-        None => vec![0; sv.len()],
-    };
-    if zv.len() != sv.len() {
-        return Err(Error::Validate("zero point and scale sizes differ".into()));
-    }
-    let xd: Vec<usize> = x.dims.iter().map(|d| *d as usize).collect();
-    let rank = xd.len() as i64;
-    if sv.len() == 1 {
-        return Ok(xv.iter().map(|q| (q - zv[0]) as f32 * sv[0]).collect());
-    }
-    let axis = if axis < 0 { axis + rank } else { axis };
-    if axis < 0 || axis >= rank {
-        return Err(Error::Validate(format!(
-            "axis {axis} out of range for rank {rank}"
-        )));
-    }
-    let axis = axis as usize;
-    let xs = strides(&xd);
-    let sd: Vec<usize> = scale.dims.iter().map(|d| *d as usize).collect();
-    let mut out = Vec::with_capacity(xv.len());
-    if block <= 0 {
-        if sv.len() != xd[axis] {
-            return Err(Error::Validate(format!(
-                "per-axis scale has {} values for axis {axis} of size {}",
-                sv.len(),
-                xd[axis]
-            )));
-        }
-        for (i, q) in xv.iter().enumerate() {
-            let c = (i / xs[axis]) % xd[axis];
-            out.push((q - zv[c]) as f32 * sv[c]);
-        }
-    } else {
-        let b = block as usize;
-        if sd.len() != xd.len() || sd[axis] != xd[axis].div_ceil(b) {
-            return Err(Error::Validate(format!(
-                "blocked scale dims {sd:?} do not fit x dims {xd:?} with block_size {b} on axis {axis}"
-            )));
-        }
-        let ss = strides(&sd);
-        for (i, q) in xv.iter().enumerate() {
-            let mut si = 0;
-            for d in 0..xd.len() {
-                let mut c = (i / xs[d]) % xd[d];
-                if d == axis {
-                    c /= b;
-                }
-                si += c * ss[d];
+        Some(z) => {
+            if z.dtype() != x.dtype() {
+                return Err(Error::invalid(
+                    "",
+                    format!(
+                        "zero point '{}' is {} but x '{}' is {}",
+                        z.name(),
+                        z.dtype().name(),
+                        x.name(),
+                        x.dtype().name()
+                    ),
+                ));
             }
-            out.push((q - zv[si]) as f32 * sv[si]);
+            let zl = ParamLayout::resolve(&x.dims, &z.dims, axis, block)
+                .map_err(|e| param_error("zero point", z, e))?;
+            if zl != layout {
+                return Err(Error::invalid(
+                    "",
+                    format!(
+                        "zero point dims {:?} differ from scale dims {:?}",
+                        z.dims, scale.dims
+                    ),
+                ));
+            }
+            zl.broadcast(&z.to_i64_vec()?, xv.len())
+                .map_err(|e| param_error("zero point", z, e))?
         }
+        None => vec![0; xv.len()],
+    };
+    Ok(xv
+        .iter()
+        .zip(zv.iter().zip(&sv))
+        .map(|(q, (z, s))| (q - z) as f32 * s)
+        .collect())
+}
+
+fn param_error(what: &str, t: &Tensor, e: Error) -> Error {
+    match e {
+        Error::Invalid { msg, .. } => Error::invalid("", format!("{what} '{}': {msg}", t.name())),
+        other => other,
     }
-    Ok(out)
 }
 
 /// tract 0.23.9 reads a `ConstantOfShape` without a `value` attribute as f64 zeros (the spec says f32), which
@@ -210,11 +163,18 @@ pub fn fold_unsupported(model: &Model) -> Result<(Model, Vec<String>)> {
                 )));
             }
             let axis = node.get_int("axis").ok().flatten().unwrap_or(1);
-            let y = dequantize(x, s, consts[2].as_deref(), axis, block).map_err(|e| {
-                Error::Validate(format!(
-                    "DequantizeLinear '{}' ({what}): {e}",
-                    label(g, node)
-                ))
+            // A parameter that does not fit x breaks the model itself (ONNX Runtime refuses it too): a bad-model
+            // error naming the node, not a validation failure.
+            let y = dequantize(x, s, consts[2].as_deref(), axis, block).map_err(|e| match e {
+                Error::Invalid { at, msg, .. } => Error::invalid(
+                    format!("DequantizeLinear '{}' ({what})", label(g, node)),
+                    if at.is_empty() {
+                        msg
+                    } else {
+                        format!("{at}: {msg}")
+                    },
+                ),
+                other => other,
             })?;
             let out = node.output(0).ok_or_else(|| {
                 Error::Validate(format!("DequantizeLinear '{}' has no output", node.name()))
@@ -336,9 +296,98 @@ mod tests {
     fn int4_unpack_and_blocked() {
         // int4 values [-8, 7, 1, -1] packed low nibble first
         let x = Tensor::from_raw("x", DataType::INT4, vec![4], Bytes::from(vec![0x78, 0xf1]));
-        assert_eq!(int_values(&x).unwrap(), vec![-8, 7, 1, -1]);
+        assert_eq!(x.to_i64_vec().unwrap(), vec![-8, 7, 1, -1]);
         let s = Tensor::from_f32("s", vec![2], &[0.5, 2.0]);
         let y = dequantize(&x, &s, None, 0, 2).unwrap();
         assert_eq!(y, vec![-4.0, 3.5, 2.0, -2.0]);
+    }
+
+    #[test]
+    fn per_axis_and_blocked_with_zero_points() {
+        // x [2, 4] int8, blocked on axis 1 with block 2: scale/zero point [2, 2]
+        let x = Tensor::from_vec("x", vec![2, 4], vec![1i8, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        let s = Tensor::from_f32("s", vec![2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let z = Tensor::from_vec("z", vec![2, 2], vec![0i8, 1, 2, 3]).unwrap();
+        // row 0: (1-0)*1 (2-0)*1 (3-1)*2 (4-1)*2; row 1: (5-2)*3 (6-2)*3 (7-3)*4 (8-3)*4
+        assert_eq!(
+            dequantize(&x, &s, Some(&z), 1, 2).unwrap(),
+            [1.0, 2.0, 4.0, 6.0, 9.0, 12.0, 16.0, 20.0]
+        );
+        // per axis 0
+        let s = Tensor::from_f32("s", vec![2], &[0.5, -1.0]);
+        assert_eq!(
+            dequantize(&x, &s, None, 0, 0).unwrap(),
+            [0.5, 1.0, 1.5, 2.0, -5.0, -6.0, -7.0, -8.0]
+        );
+    }
+
+    /// Weight-only int8 per output channel, written with the tensor API, folds back within half a step.
+    #[test]
+    fn per_channel_int8_round_trip_through_the_tensor_api() {
+        use crate::ir::tensor::Reduction;
+        let w: Vec<f32> = (0..12)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.37)
+            .collect();
+        let wt = Tensor::from_f32("w", vec![3, 4], &w);
+        let amax = wt.reduce_axis(0, Reduction::AbsMax).unwrap();
+        let scales: Vec<f32> = amax.iter().map(|a| (*a / 127.0) as f32).collect();
+        let layout = ParamLayout::resolve(&wt.dims, &[3], 0, 0).unwrap();
+        let per_elem = layout.broadcast(&scales, 12).unwrap();
+        let q: Vec<f64> = w
+            .iter()
+            .zip(&per_elem)
+            .map(|(x, s)| *x as f64 / *s as f64)
+            .collect();
+        let qt = Tensor::from_f64_as("w_quantized", DataType::INT8, vec![3, 4], &q).unwrap();
+        let st = Tensor::from_f32("w_scale", vec![3], &scales);
+        let y = dequantize(&qt, &st, None, 0, 0).unwrap();
+        for ((y, x), s) in y.iter().zip(&w).zip(&per_elem) {
+            // rounding to the int8 grid costs at most s/2; q * s in f32 adds at most eps32 * |y|
+            let tol = s / 2.0 + f32::EPSILON * y.abs();
+            assert!((y - x).abs() <= tol, "{y} vs {x} (step {s})");
+        }
+        // the largest magnitude of each channel lands on +-127
+        let qv = qt.to_vec::<i8>().unwrap();
+        for c in 0..3 {
+            assert_eq!(
+                qv[c * 4..c * 4 + 4].iter().map(|v| v.abs()).max(),
+                Some(127)
+            );
+        }
+    }
+
+    #[test]
+    fn mismatched_parameters_are_errors_not_panics() {
+        let x = Tensor::from_vec("x", vec![4, 4], vec![1i8; 16]).unwrap();
+        let cases: Vec<(Tensor, Option<Tensor>, i64, i64)> = vec![
+            // issue 7: scale [1, 2] for x [4, 4], block size 2 (other dim not equal)
+            (Tensor::from_f32("s", vec![1, 2], &[1.0, 2.0]), None, 1, 2),
+            // blocked scale of the wrong rank
+            (Tensor::from_f32("s", vec![2], &[1.0, 2.0]), None, 1, 2),
+            // per-axis scale of the wrong length
+            (Tensor::from_f32("s", vec![3], &[1.0; 3]), None, 1, 0),
+            // per-axis scale of rank 2
+            (Tensor::from_f32("s", vec![4, 1], &[1.0; 4]), None, 1, 0),
+            // axis out of range
+            (Tensor::from_f32("s", vec![4], &[1.0; 4]), None, 5, 0),
+            // zero point shaped unlike the scale
+            (
+                Tensor::from_f32("s", vec![4], &[1.0; 4]),
+                Some(Tensor::from_vec("z", vec![1], vec![0i8]).unwrap()),
+                1,
+                0,
+            ),
+            // zero point of another dtype
+            (
+                Tensor::from_f32("s", vec![4], &[1.0; 4]),
+                Some(Tensor::from_vec("z", vec![4], vec![0u8; 4]).unwrap()),
+                1,
+                0,
+            ),
+        ];
+        for (s, z, axis, block) in cases {
+            let e = dequantize(&x, &s, z.as_ref(), axis, block).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{e}");
+        }
     }
 }

@@ -228,18 +228,10 @@ fn random_tensor(
     Ok(Tensor::from_raw(name, dt, dims, Bytes::from(raw)))
 }
 
+/// Round to nearest, ties to even; subnormals kept (through `half`). The caller's f64 -> f32 -> f16 double
+/// rounding is innocuous: f32's 24-bit significand is at least 2 * 11 + 2 bits (Figueroa's condition).
 fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
-    let mant = b & 0x7f_ffff;
-    if exp <= 0 {
-        sign
-    } else if exp >= 0x1f {
-        sign | 0x7c00
-    } else {
-        sign | ((exp as u16) << 10) | ((mant >> 13) as u16)
-    }
+    crate::ir::tensor::f32_to_f16(x)
 }
 
 /// The inputs the comparison feeds both models, with a description of each. Random inputs are generated from

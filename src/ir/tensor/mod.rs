@@ -9,6 +9,12 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::ir::MetaEntry;
 
+pub mod axis;
+pub mod typed;
+
+pub use axis::{AxisSplit, Matrix, ParamLayout, Reduction};
+pub use typed::Element;
+
 /// An ONNX element type, kept as its wire code so unknown future codes are still representable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct DataType(pub i32);
@@ -120,6 +126,39 @@ pub enum TensorData {
     External(ExternalRef),
     /// No data field at all (allowed for zero-element tensors and for dtype-only tensors).
     Empty,
+}
+
+impl TensorData {
+    /// The `TensorProto` field this storage is written to; `None` for external data and no data.
+    pub fn field_name(&self) -> Option<&'static str> {
+        Some(match self {
+            TensorData::Raw(_) => "raw_data",
+            TensorData::Float(_) => "float_data",
+            TensorData::Int32(_) => "int32_data",
+            TensorData::Int64(_) => "int64_data",
+            TensorData::Double(_) => "double_data",
+            TensorData::Uint64(_) => "uint64_data",
+            TensorData::String(_) => "string_data",
+            TensorData::External(_) | TensorData::Empty => return None,
+        })
+    }
+
+    /// Whether the ONNX spec allows this field for `dt` (onnx.proto, `TensorProto`: float_data for float and
+    /// complex64; int32_data for every type of 16 bits or less (float16 / bfloat16 / float8 as bit patterns,
+    /// 4- and 2-bit types packed); int64_data for int64; double_data for double and complex128; uint64_data
+    /// for uint32 and uint64; string_data for strings; raw_data for everything but strings).
+    pub fn field_allows(&self, dt: DataType) -> bool {
+        match self {
+            TensorData::Raw(_) => dt != DataType::STRING,
+            TensorData::Float(_) => matches!(dt, DataType::FLOAT | DataType::COMPLEX64),
+            TensorData::Int32(_) => matches!(dt.0, 2..=6 | 9 | 10 | 16..=26),
+            TensorData::Int64(_) => dt == DataType::INT64,
+            TensorData::Double(_) => matches!(dt, DataType::DOUBLE | DataType::COMPLEX128),
+            TensorData::Uint64(_) => matches!(dt, DataType::UINT32 | DataType::UINT64),
+            TensorData::String(_) => dt == DataType::STRING,
+            TensorData::External(_) | TensorData::Empty => true,
+        }
+    }
 }
 
 /// A range of an external data file, checked against the file's size at load and read on first use.
@@ -241,10 +280,11 @@ impl Tensor {
             ));
         }
         let count_ok = |what: &str, got: usize, per_elem: u64| -> Result<()> {
-            let want = if dt.bits() == Some(4) && what == "int32_data" {
-                n.div_ceil(2)
-            } else {
-                n * per_elem
+            // int32_data holds one packed byte per value: two 4-bit or four 2-bit elements.
+            let want = match dt.bits() {
+                Some(4) if what == "int32_data" => n.div_ceil(2),
+                Some(2) if what == "int32_data" => n.div_ceil(4),
+                _ => n * per_elem,
             };
             if got as u64 != want {
                 return Err(Error::invalid(
@@ -259,6 +299,17 @@ impl Tensor {
             Ok(())
         };
         let complex = if matches!(dt.0, 14 | 15) { 2 } else { 1 };
+        if let Some(field) = self.data.field_name() {
+            if !self.data.field_allows(dt) {
+                return Err(Error::invalid(
+                    at(),
+                    format!(
+                        "{} values stored in {field}, which the ONNX spec reserves for other types",
+                        dt.name()
+                    ),
+                ));
+            }
+        }
         match &self.data {
             TensorData::Raw(b) => {
                 let want = dt
@@ -293,7 +344,28 @@ impl Tensor {
                 }
             }
             TensorData::Float(v) => count_ok("float_data", v.len(), complex)?,
-            TensorData::Int32(v) => count_ok("int32_data", v.len(), 1)?,
+            TensorData::Int32(v) => {
+                count_ok("int32_data", v.len(), 1)?;
+                // Each value must fit the element (or packed byte) width, read signed or unsigned: writers
+                // store int8 sign-extended and float16 bit patterns unsigned; anything wider would be cut.
+                let bits = dt.bits().unwrap_or(32).max(8);
+                if bits < 32 {
+                    let (lo, hi) = (-(1i64 << (bits - 1)), (1i64 << bits) - 1);
+                    if let Some((i, x)) = v
+                        .iter()
+                        .enumerate()
+                        .find(|(_, x)| !(lo..=hi).contains(&(**x as i64)))
+                    {
+                        return Err(Error::invalid(
+                            at(),
+                            format!(
+                                "int32_data value {x} at index {i} does not fit a {bits}-bit {} element",
+                                dt.name()
+                            ),
+                        ));
+                    }
+                }
+            }
             TensorData::Int64(v) => count_ok("int64_data", v.len(), 1)?,
             TensorData::Double(v) => count_ok("double_data", v.len(), complex)?,
             TensorData::Uint64(v) => count_ok("uint64_data", v.len(), 1)?,
@@ -362,56 +434,11 @@ impl Tensor {
                     .flat_map(|x| (*x as u16).to_le_bytes())
                     .collect::<Vec<u8>>()
                     .into(),
-                Some(8) => v.iter().map(|x| *x as u8).collect::<Vec<u8>>().into(),
-                Some(4) => v.iter().map(|x| *x as u8).collect::<Vec<u8>>().into(),
+                // 8-bit elements one per value; 4- and 2-bit elements arrive already packed, a byte per value
+                Some(8 | 4 | 2) => v.iter().map(|x| *x as u8).collect::<Vec<u8>>().into(),
                 _ => return Err(bad()),
             },
             TensorData::String(_) => return Err(bad()),
-        })
-    }
-
-    /// The values as f32 (float, double, float16 and integer types); used by passes and analysis.
-    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
-        let dt = self.dtype();
-        if let TensorData::Float(v) = &self.data {
-            return Ok(v.clone());
-        }
-        let raw = self.raw_bytes()?;
-        let v: Vec<f32> = match dt {
-            DataType::FLOAT => le(&raw, f32::from_le_bytes),
-            DataType::DOUBLE => le(&raw, |b| f64::from_le_bytes(b) as f32),
-            DataType::INT64 => le(&raw, |b| i64::from_le_bytes(b) as f32),
-            DataType::INT32 => le(&raw, |b| i32::from_le_bytes(b) as f32),
-            DataType::INT8 => raw.iter().map(|b| *b as i8 as f32).collect(),
-            DataType::UINT8 | DataType::BOOL => raw.iter().map(|b| *b as f32).collect(),
-            DataType::FLOAT16 => le(&raw, |b| f16_to_f32(u16::from_le_bytes(b))),
-            _ => {
-                return Err(Error::invalid(
-                    format!("tensor '{}'", self.name()),
-                    format!("cannot read {} as numbers", dt.name()),
-                ))
-            }
-        };
-        Ok(v)
-    }
-
-    /// The values as i64 (integer types); used for shape-like constants.
-    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
-        if let TensorData::Int64(v) = &self.data {
-            return Ok(v.clone());
-        }
-        let raw = self.raw_bytes()?;
-        Ok(match self.dtype() {
-            DataType::INT64 => le(&raw, i64::from_le_bytes),
-            DataType::INT32 => le(&raw, |b| i32::from_le_bytes(b) as i64),
-            DataType::INT8 => raw.iter().map(|b| *b as i8 as i64).collect(),
-            DataType::UINT8 | DataType::BOOL => raw.iter().map(|b| *b as i64).collect(),
-            dt => {
-                return Err(Error::invalid(
-                    format!("tensor '{}'", self.name()),
-                    format!("cannot read {} as integers", dt.name()),
-                ))
-            }
         })
     }
 
@@ -452,13 +479,6 @@ impl Tensor {
     }
 }
 
-/// Decode little-endian elements of N bytes each (a trailing partial element is ignored).
-fn le<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    raw.chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-        .collect()
-}
-
 /// Product of dims, `None` on a negative dim or overflow.
 pub fn numel(dims: &[i64]) -> Option<u64> {
     dims.iter().try_fold(1u64, |acc, d| {
@@ -466,27 +486,15 @@ pub fn numel(dims: &[i64]) -> Option<u64> {
     })
 }
 
-/// IEEE half to single precision.
+/// IEEE half (bit pattern) to single precision; exact.
 pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // subnormal: normalise
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
+    half::f16::from_bits(h).to_f32()
+}
+
+/// Single precision to IEEE half (bit pattern): round to nearest, ties to even; subnormals kept, overflow to
+/// infinity, NaN stays NaN.
+pub fn f32_to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
 }
 
 /// A sparse tensor: values and indices are dense tensors, dims the dense shape.
