@@ -4,7 +4,7 @@
 //! BatchNormalization computes `y = s * (x - mean) + beta` per channel (axis 1) with `s = gamma / sqrt(var +
 //! eps)`. With `x = W * a + b` per output channel c, `y = (s_c W_c) * a + (s_c (b_c - mean_c) + beta_c)`:
 //! the producer's weight is scaled per output channel and its bias replaced. Everything is computed in f64 and
-//! stored in the weight's dtype. Where the output channel sits in each weight:
+//! stored in the weight's dtype (f32, f64, f16, bf16; the new bias takes the weight's dtype too). Where the output channel sits in each weight:
 //! - Conv: W is (M, C/group, k...), channel m is the slice W[m].
 //! - ConvTranspose: W is (C, M/group, k...); input channel c of group c / (C/group) and column j give output
 //!   channel group * (M/group) + j.
@@ -204,13 +204,12 @@ fn affine(g: &Graph, outer: &OuterConstants, v: &BatchNormView) -> Result<Option
 }
 
 fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.to_f32_vec()?.into_iter().map(f64::from).collect())
+    t.to_f64_vec()
 }
 
-/// A float tensor of `like`'s dtype (f32 only for now: other float dtypes are skipped by the callers).
-fn store(dims: Vec<i64>, values: &[f64]) -> Tensor {
-    let v: Vec<f32> = values.iter().map(|x| *x as f32).collect();
-    Tensor::from_f32("", dims, &v)
+/// A tensor of `dtype` holding `values` (rounded to nearest, ties to even).
+fn store(dtype: DataType, dims: Vec<i64>, values: &[f64]) -> Result<Tensor> {
+    Tensor::from_f64_as("", dtype, dims, values)
 }
 
 /// The constant weight at `slot` of `node`, as f64 with its dims, if it is a float32 constant.
@@ -219,7 +218,7 @@ fn weight(
     outer: &OuterConstants,
     node: NodeId,
     slot: usize,
-) -> Result<std::result::Result<(ValueId, Vec<i64>, Vec<f64>), String>> {
+) -> Result<std::result::Result<(ValueId, DataType, Vec<i64>, Vec<f64>), String>> {
     let n = g.node(node).expect("live node");
     let Some(v) = n.input(slot) else {
         return Ok(Err(format!("'{}' has no input #{slot}", n.name())));
@@ -231,16 +230,19 @@ fn weight(
             n.name()
         )));
     };
-    if t.dtype() != DataType::FLOAT {
+    if !matches!(
+        t.dtype(),
+        DataType::FLOAT | DataType::DOUBLE | DataType::FLOAT16 | DataType::BFLOAT16
+    ) {
         return Ok(Err(format!(
-            "input '{}' of '{}' is {} (only float32 weights are folded)",
+            "input '{}' of '{}' is {} (float weights only)",
             g.value_name(v),
             n.name(),
             t.dtype().name()
         )));
     }
     let dims = t.dims.clone();
-    Ok(Ok((v, dims, to_f64(&t)?)))
+    Ok(Ok((v, t.dtype(), dims, to_f64(&t)?)))
 }
 
 /// The bias at `slot` (zeros when the slot is empty); `Err` when present but not a float32 constant of `c`
@@ -257,7 +259,7 @@ fn bias(
         return Ok(Ok((None, vec![0.0; c])));
     }
     match weight(g, outer, node, slot)? {
-        Ok((v, _, b)) if b.len() == c => Ok(Ok((Some(v), b))),
+        Ok((v, _, _, b)) if b.len() == c => Ok(Ok((Some(v), b))),
         Ok(_) => Ok(Err(format!(
             "bias of '{}' does not have {c} elements",
             n.name()
@@ -293,7 +295,7 @@ fn fold_conv(
             None => return Ok(Err(format!("'{}' lacks its weight input", node.name()))),
         }
     };
-    let (wv, dims, mut w) = try_fold!(weight(g, outer, conv, 1));
+    let (wv, dt, dims, mut w) = try_fold!(weight(g, outer, conv, 1));
     let c = a.s.len();
     if dims.len() < 2 || group < 1 {
         return Ok(Err(format!(
@@ -331,10 +333,10 @@ fn fold_conv(
     let (bv, b) = try_fold!(bias(g, outer, conv, 2, c));
     let nb: Vec<f64> = (0..c).map(|m| b[m] * a.s[m] + a.t[m]).collect();
     let storage = weights::storage(g, wv);
-    if let Some(name) = weights::replace_input(g, p, conv, 1, Some(wv), store(dims, &w)) {
+    if let Some(name) = weights::replace_input(g, p, conv, 1, Some(wv), store(dt, dims, &w)?) {
         freed.insert(name);
     }
-    if let Some(name) = weights::replace_input(g, p, conv, 2, bv, store(vec![c as i64], &nb)) {
+    if let Some(name) = weights::replace_input(g, p, conv, 2, bv, store(dt, vec![c as i64], &nb)?) {
         freed.insert(name);
     }
     Ok(Ok(Folded {
@@ -355,7 +357,7 @@ fn fold_gemm(
     let Some(view) = GemmView::of(node)? else {
         return Ok(Err(format!("'{}' lacks an input", node.name())));
     };
-    let (wv, dims, mut w) = try_fold!(weight(g, outer, gemm, 1));
+    let (wv, dt, dims, mut w) = try_fold!(weight(g, outer, gemm, 1));
     let c = a.s.len();
     if dims.len() != 2 {
         return Ok(Err(format!("weight of '{}' is not 2-D", node.name())));
@@ -376,7 +378,7 @@ fn fold_gemm(
     let (cv, cdims, cvals) = match view.c {
         None => (None, vec![c as i64], vec![0.0; c]),
         Some(_) => {
-            let (v, d, vals) = try_fold!(weight(g, outer, gemm, 2));
+            let (v, _, d, vals) = try_fold!(weight(g, outer, gemm, 2));
             (Some(v), d, vals)
         }
     };
@@ -395,10 +397,10 @@ fn fold_gemm(
         })
         .collect();
     let storage = weights::storage(g, wv);
-    if let Some(name) = weights::replace_input(g, p, gemm, 1, Some(wv), store(dims, &w)) {
+    if let Some(name) = weights::replace_input(g, p, gemm, 1, Some(wv), store(dt, dims, &w)?) {
         freed.insert(name);
     }
-    if let Some(name) = weights::replace_input(g, p, gemm, 2, cv, store(out_dims, &nc)) {
+    if let Some(name) = weights::replace_input(g, p, gemm, 2, cv, store(dt, out_dims, &nc)?) {
         freed.insert(name);
     }
     if view.beta != 1.0 {
@@ -438,7 +440,7 @@ fn fold_matmul(
     freed: &mut BTreeSet<String>,
 ) -> Result<std::result::Result<Folded, String>> {
     let node = g.node(mm).expect("live node");
-    let (wv, dims, mut w) = try_fold!(weight(g, outer, mm, 1));
+    let (wv, dt, dims, mut w) = try_fold!(weight(g, outer, mm, 1));
     let c = a.s.len();
     if dims.len() != 2 || dims[1] as usize != c {
         return Ok(Err(format!(
@@ -465,11 +467,11 @@ fn fold_matmul(
         *x *= a.s[i % c];
     }
     let storage = weights::storage(g, wv);
-    if let Some(name) = weights::replace_input(g, p, mm, 1, Some(wv), store(dims, &w)) {
+    if let Some(name) = weights::replace_input(g, p, mm, 1, Some(wv), store(dt, dims, &w)?) {
         freed.insert(name);
     }
     let bn_name = g.node(bn).map(|n| n.name().to_string()).unwrap_or_default();
-    let b = weights::add(g, p, &bn_name, store(vec![c as i64], &a.t));
+    let b = weights::add(g, p, &bn_name, store(dt, vec![c as i64], &a.t)?);
     let mm_out = node.output(0).expect("checked by the caller");
     let add = p.add_node(
         g,
