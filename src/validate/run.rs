@@ -192,6 +192,8 @@ pub(crate) fn load(model: &Model, shapes: &[(String, DataType, Vec<usize>)]) -> 
     let bytes = crate::io::to_bytes(&model)?;
     let mut onnx = tract_onnx::onnx();
     let mut missing = std::collections::BTreeSet::new();
+    // the first in graph order is named in the error's fields, every one in its message
+    let mut first_missing = None;
     model.graph.walk(&mut |g| {
         for (_, n) in g.nodes() {
             if !onnx.op_register.0.contains_key(&n.op.op_type) {
@@ -203,7 +205,11 @@ pub(crate) fn load(model: &Model, shapes: &[(String, DataType, Vec<usize>)]) -> 
                 } else {
                     n.name().to_string()
                 };
-                missing.insert((n.op.display(), name));
+                let entry = (n.op.display(), name);
+                if first_missing.is_none() {
+                    first_missing = Some(entry.clone());
+                }
+                missing.insert(entry);
             }
         }
     });
@@ -212,7 +218,7 @@ pub(crate) fn load(model: &Model, shapes: &[(String, DataType, Vec<usize>)]) -> 
             .iter()
             .map(|(op, node)| format!("{op} (node '{node}')"))
             .collect();
-        let (op, node) = missing.into_iter().next().expect("not empty");
+        let (op, node) = first_missing.expect("not empty");
         return Err(Error::CannotValidate {
             model: None,
             node: Some(node),
