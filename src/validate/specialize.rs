@@ -1,0 +1,543 @@
+//! Control flow for one run: when a sample's input values decide an `If` condition (a flag input, silero's `sr`,
+//! a shape test like `Equal(Gather(Shape(x), k), c)`), the model is specialised on that sample: the condition is
+//! computed, the taken branch is inlined into the main graph in place of the `If`, and this repeats for the
+//! `If`s the inlined branches bring up (nested ones), so tract never types a dead branch.
+//!
+//! The rewrite works on a clone for the run only; the user's model is never changed. A condition is computed
+//! from the sample directly when it is a graph input or a constant, else by running the condition's cone (the
+//! nodes it depends on, none of them an unresolved `If`) through tract. A condition that cannot be computed, or a
+//! branch that cannot be inlined (a name clash, sparse initializers), leaves its `If` in place with a remark.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::prelude::{DatumType, Tensor as TractTensor};
+
+use crate::error::{Error, Result};
+use crate::ir::{Graph, GraphIo, Model, Node, NodeId, OpKey, Use, UseSlot, ValueDef, ValueId};
+use crate::validate::compare::sample_shapes;
+use crate::validate::inputs::Sample;
+use crate::validate::run::{load, to_tract};
+
+/// A model specialised on one sample.
+pub(crate) struct Specialised {
+    pub model: Model,
+    /// Each `If` inlined, in order: node name and whether the then-branch was taken. Equal keys = same model.
+    pub taken: Vec<(String, bool)>,
+    /// What was specialised and what could not be, one line each.
+    pub remarks: Vec<String>,
+}
+
+/// Upper bound on specialisation rounds (each inlines at least one `If`); guards against a malformed model.
+const MAX_ROUNDS: usize = 4096;
+
+fn is_if(n: &Node) -> bool {
+    n.op.is_default_domain() && n.op.op_type == "If"
+}
+
+/// Specialise `model` on `sample`; `None` when its main graph holds no `If` (nothing to do).
+pub(crate) fn specialise(model: &Model, sample: &Sample) -> Result<Option<Specialised>> {
+    if !model.graph.nodes().any(|(_, n)| is_if(n)) {
+        return Ok(None);
+    }
+    let mut m = model.clone();
+    let mut taken = Vec::new();
+    let mut remarks = Vec::new();
+    'rounds: for _ in 0..MAX_ROUNDS {
+        let g = &m.graph;
+        let ready: Vec<(NodeId, ValueId)> = g
+            .nodes()
+            .filter(|(_, n)| is_if(n))
+            .filter_map(|(id, n)| n.input(0).map(|c| (id, c)))
+            .filter(|(_, c)| !cone(g, &[*c]).iter().any(|n| is_if(g.node(*n).unwrap())))
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        let conds: Vec<ValueId> = ready.iter().map(|r| r.1).collect();
+        let values = match conditions(&m, &conds, sample) {
+            Ok(v) => v,
+            Err(e) => {
+                let names: Vec<String> = ready
+                    .iter()
+                    .map(|(id, _)| format!("'{}'", node_label(&m.graph, *id)))
+                    .collect();
+                remarks.push(format!(
+                    "If {} not specialised: the condition could not be computed ({e})",
+                    names.join(", ")
+                ));
+                break;
+            }
+        };
+        for ((id, _), then) in ready.into_iter().zip(values) {
+            let name = node_label(&m.graph, id);
+            match inline_branch(&mut m.graph, id, then) {
+                Ok(()) => {
+                    remarks.push(format!(
+                        "If '{name}' specialised: condition {then}, {} inlined",
+                        branch_attr(then)
+                    ));
+                    taken.push((name, then));
+                }
+                Err(e) => {
+                    remarks.push(format!("If '{name}' not specialised: {e}"));
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    Ok(Some(Specialised {
+        model: m,
+        taken,
+        remarks,
+    }))
+}
+
+fn branch_attr(then: bool) -> &'static str {
+    if then {
+        "then_branch"
+    } else {
+        "else_branch"
+    }
+}
+
+/// A node's name, or its first output's name for an unnamed node.
+fn node_label(g: &Graph, id: NodeId) -> String {
+    let n = g.node(id).expect("live node");
+    if !n.name().is_empty() {
+        return n.name().to_string();
+    }
+    n.output(0)
+        .map(|v| g.value_name(v).to_string())
+        .unwrap_or_default()
+}
+
+/// Nodes of `g` the values `from` depend on (through inputs and the outer values their subgraphs read).
+fn cone(g: &Graph, from: &[ValueId]) -> HashSet<NodeId> {
+    let mut nodes = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut work: Vec<ValueId> = from.to_vec();
+    while let Some(v) = work.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        let ValueDef::Node(n, _) = g.value(v).def else {
+            continue;
+        };
+        let Some(node) = g.node(n) else { continue };
+        if !nodes.insert(n) {
+            continue;
+        }
+        work.extend(node.inputs.iter().flatten().copied());
+        for a in &node.attrs {
+            for sg in a.subgraphs() {
+                work.extend(
+                    sg.free_variables()
+                        .iter()
+                        .filter_map(|name| g.value_by_name(name)),
+                );
+            }
+        }
+    }
+    nodes
+}
+
+/// The truth of a condition tensor: one element, non-zero.
+fn truth(what: &str, t: &TractTensor) -> Result<bool> {
+    if t.len() != 1 {
+        return Err(Error::Validate(format!(
+            "condition '{what}' has {} elements, not 1",
+            t.len()
+        )));
+    }
+    let v = if t.datum_type() == DatumType::Bool {
+        t.to_plain_array_view::<bool>()
+            .ok()
+            .and_then(|v| v.iter().next().copied())
+    } else {
+        t.cast_to::<f64>().ok().and_then(|c| {
+            c.to_plain_array_view::<f64>()
+                .ok()
+                .and_then(|v| v.iter().next().map(|x| *x != 0.0))
+        })
+    };
+    v.ok_or_else(|| {
+        Error::Validate(format!(
+            "condition '{what}' of type {:?} is not a number",
+            t.datum_type()
+        ))
+    })
+}
+
+/// The values of the conditions `conds` of the main graph on `sample`.
+fn conditions(model: &Model, conds: &[ValueId], sample: &Sample) -> Result<Vec<bool>> {
+    let g = &model.graph;
+    let mut out: Vec<Option<bool>> = vec![None; conds.len()];
+    let mut through_tract = Vec::new();
+    for (i, &c) in conds.iter().enumerate() {
+        let name = g.value_name(c);
+        if let Some((_, t)) = sample.tensors.iter().find(|(n, _)| n == name) {
+            out[i] = Some(truth(name, &to_tract(t)?)?);
+        } else if let Some(t) = g.constant(c) {
+            out[i] = Some(truth(name, &to_tract(&t)?)?);
+        } else {
+            through_tract.push(i);
+        }
+    }
+    if !through_tract.is_empty() {
+        // The cone of the conditions alone, with the conditions as its outputs.
+        let wanted: Vec<ValueId> = through_tract.iter().map(|&i| conds[i]).collect();
+        let keep = cone(g, &wanted);
+        let mut cm = model.clone();
+        let cg = &mut cm.graph;
+        for id in cg.order.clone() {
+            if !keep.contains(&id) {
+                cg.nodes[id.index()] = None;
+            }
+        }
+        cg.order.retain(|id| keep.contains(id));
+        cg.outputs = wanted
+            .iter()
+            .map(|&v| GraphIo {
+                value: v,
+                info: Default::default(),
+            })
+            .collect();
+        cg.value_info.clear();
+        let loaded = load(&cm, &sample_shapes(sample))?;
+        let runner = loaded.runner(&[], false)?;
+        let values = runner.run(sample)?;
+        for (k, &i) in through_tract.iter().enumerate() {
+            out[i] = Some(truth(g.value_name(conds[i]), &values[k])?);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|b| b.expect("every condition computed"))
+        .collect())
+}
+
+/// Replace the `If` node `id` of `g` by the nodes of its taken branch (the `Identity` nodes at the end give the
+/// branch's outputs the `If`'s output names, so every reader, including nested subgraphs, stays wired). Checks
+/// everything before changing anything: on error `g` is untouched.
+fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
+    let node = g.node(id).expect("live node").clone();
+    let label = node_label(g, id);
+    let attr = branch_attr(then);
+    let body = node
+        .attrs
+        .iter()
+        .find(|a| a.name == attr)
+        .and_then(|a| a.subgraphs().next())
+        .ok_or_else(|| Error::Validate(format!("If '{label}' has no {attr}")))?;
+    if !body.sparse_initializers.is_empty() {
+        return Err(Error::Validate(format!(
+            "its {attr} holds sparse initializers"
+        )));
+    }
+    if body.outputs().len() != node.outputs.len() {
+        return Err(Error::Validate(format!(
+            "its {attr} has {} outputs, the If {}",
+            body.outputs().len(),
+            node.outputs.len()
+        )));
+    }
+    // Names the branch defines must be free in the enclosing graph; names it reads from outside must exist.
+    for (_, v) in body.values() {
+        let defined = matches!(
+            v.def,
+            ValueDef::Node(..) | ValueDef::Initializer | ValueDef::Input
+        );
+        if defined && !v.name.is_empty() && g.value_by_name(&v.name).is_some() {
+            return Err(Error::Validate(format!(
+                "'{}' of its {attr} is also a name of the enclosing graph",
+                v.name
+            )));
+        }
+    }
+    for name in body.free_variables() {
+        if g.value_by_name(&name).is_none() {
+            return Err(Error::Validate(format!(
+                "its {attr} reads '{name}', which the enclosing graph does not define"
+            )));
+        }
+    }
+    if body
+        .inputs()
+        .iter()
+        .any(|io| body.value(io.value).def == ValueDef::Input)
+    {
+        return Err(Error::Validate(format!("its {attr} declares inputs")));
+    }
+
+    // Detach the If: its uses (condition, captures) go, its outputs wait for the Identity nodes.
+    for v in g.values.iter_mut() {
+        v.uses.retain(|u| u.node != id);
+    }
+    for o in node.outputs.iter().flatten() {
+        g.value_mut(*o).def = ValueDef::None;
+    }
+    g.nodes[id.index()] = None;
+    let pos = g
+        .order
+        .iter()
+        .position(|n| *n == id)
+        .expect("live node in order");
+    g.order.remove(pos);
+    let first_new = g.order.len();
+
+    let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+    for (bv, v) in body.values() {
+        if v.def == ValueDef::Outer {
+            if let Some(gv) = g.value_by_name(&v.name) {
+                map.insert(bv, gv);
+            }
+        }
+    }
+    for (bv, t) in body.initializers() {
+        let gv = g.add_value(body.value_name(bv));
+        g.push_initializer(gv, t.clone());
+        map.insert(bv, gv);
+    }
+    let missing = |v: ValueId| {
+        Error::Validate(format!(
+            "'{}' of its {attr} has no definition",
+            body.value_name(v)
+        ))
+    };
+    for (_, bn) in body.nodes() {
+        let mut n = bn.clone();
+        n.inputs = bn
+            .inputs
+            .iter()
+            .map(|i| {
+                i.map(|v| map.get(&v).copied().ok_or_else(|| missing(v)))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        n.outputs = bn
+            .outputs
+            .iter()
+            .map(|o| {
+                o.map(|v| {
+                    let gv = g.add_value(body.value_name(v));
+                    map.insert(v, gv);
+                    gv
+                })
+            })
+            .collect();
+        let captured: Vec<String> = n
+            .attrs
+            .iter()
+            .flat_map(|a| a.subgraphs())
+            .flat_map(|sg| sg.free_variables())
+            .collect();
+        let nid = g.push_node(n);
+        for name in captured {
+            if let Some(v) = g.value_by_name(&name) {
+                g.add_use(
+                    v,
+                    Use {
+                        node: nid,
+                        slot: UseSlot::Capture,
+                    },
+                );
+            }
+        }
+    }
+    for (k, out) in body.outputs().iter().enumerate() {
+        let Some(dst) = node.outputs[k] else { continue };
+        let src = map
+            .get(&out.value)
+            .copied()
+            .ok_or_else(|| missing(out.value))?;
+        let mut n = Node::new(
+            format!("{label}/{attr}_output_{k}"),
+            OpKey::onnx("Identity"),
+        );
+        n.inputs = vec![Some(src)];
+        n.outputs = vec![Some(dst)];
+        g.push_node(n);
+    }
+    // The new nodes take the If's place in the order.
+    let added: Vec<NodeId> = g.order.drain(first_new..).collect();
+    g.order.splice(pos..pos, added);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{model, GraphBuilder};
+    use crate::ir::{Attribute, DataType, Tensor};
+
+    /// y = If(flag) then x + outer_k else (If(Equal(Shape(x)[0], 2)) then x*2 else x*3); the branch bodies read
+    /// `x` and `k` from the outer scope.
+    fn nested() -> Model {
+        let mut inner_then = GraphBuilder::new("inner_then");
+        let x = inner_then.outer("x");
+        let two = inner_then.initializer(Tensor::from_f32("two", vec![], &[2.0]));
+        let o = inner_then.named_node(
+            "mul2",
+            OpKey::onnx("Mul"),
+            &[Some(x), Some(two)],
+            &["t2"],
+            vec![],
+        );
+        inner_then.output(o[0], DataType::FLOAT, &["N"]);
+        let mut inner_else = GraphBuilder::new("inner_else");
+        let x = inner_else.outer("x");
+        let three = inner_else.initializer(Tensor::from_f32("three", vec![], &[3.0]));
+        let o = inner_else.named_node(
+            "mul3",
+            OpKey::onnx("Mul"),
+            &[Some(x), Some(three)],
+            &["t3"],
+            vec![],
+        );
+        inner_else.output(o[0], DataType::FLOAT, &["N"]);
+
+        let mut then_b = GraphBuilder::new("then_b");
+        let x = then_b.outer("x");
+        let k = then_b.outer("k");
+        let o = then_b.named_node(
+            "addk",
+            OpKey::onnx("Add"),
+            &[Some(x), Some(k)],
+            &["tk"],
+            vec![],
+        );
+        then_b.output(o[0], DataType::FLOAT, &["N"]);
+
+        let mut else_b = GraphBuilder::new("else_b");
+        let x = else_b.outer("x");
+        let sh = else_b.named_node("shape", OpKey::onnx("Shape"), &[Some(x)], &["sh"], vec![]);
+        let zero = else_b.initializer(Tensor::from_i64("zero", vec![], &[0]));
+        let d0 = else_b.named_node(
+            "g0",
+            OpKey::onnx("Gather"),
+            &[Some(sh[0]), Some(zero)],
+            &["d0"],
+            vec![],
+        );
+        let c2 = else_b.initializer(Tensor::from_i64("c2", vec![], &[2]));
+        let eq = else_b.named_node(
+            "eq",
+            OpKey::onnx("Equal"),
+            &[Some(d0[0]), Some(c2)],
+            &["is2"],
+            vec![],
+        );
+        let inner = else_b.named_node(
+            "inner_if",
+            OpKey::onnx("If"),
+            &[Some(eq[0])],
+            &["inner_y"],
+            vec![
+                Attribute::graph("then_branch", inner_then.build()),
+                Attribute::graph("else_branch", inner_else.build()),
+            ],
+        );
+        else_b.output(inner[0], DataType::FLOAT, &["N"]);
+
+        let mut b = GraphBuilder::new("main");
+        b.input("x", DataType::FLOAT, &["N"]);
+        let flag = b.input("flag", DataType::BOOL, &[]);
+        b.initializer(Tensor::from_f32("k", vec![1], &[10.0]));
+        let y = b.named_node(
+            "outer_if",
+            OpKey::onnx("If"),
+            &[Some(flag)],
+            &["y"],
+            vec![
+                Attribute::graph("then_branch", then_b.build()),
+                Attribute::graph("else_branch", else_b.build()),
+            ],
+        );
+        b.output(y[0], DataType::FLOAT, &["N"]);
+        let mut g = b.build();
+        // the main graph records the captures of the If's branches
+        let mut p = crate::ir::Patch::new("test");
+        let id = g.nodes().next().unwrap().0;
+        p.refresh_captures(id);
+        g.apply(p).unwrap();
+        model(g, 17)
+    }
+
+    fn sample(flag: bool, n: usize) -> Sample {
+        let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        Sample {
+            origin: "test".into(),
+            tensors: vec![
+                ("x".into(), Tensor::from_f32("x", vec![n as i64], &x)),
+                (
+                    "flag".into(),
+                    Tensor::from_raw(
+                        "flag",
+                        DataType::BOOL,
+                        vec![],
+                        bytes::Bytes::from(vec![flag as u8]),
+                    ),
+                ),
+            ],
+        }
+    }
+
+    fn ops(m: &Model) -> Vec<String> {
+        m.graph.nodes().map(|(_, n)| n.op.op_type.clone()).collect()
+    }
+
+    #[test]
+    fn flag_input_takes_the_then_branch() {
+        let m = nested();
+        let s = specialise(&m, &sample(true, 3)).unwrap().unwrap();
+        assert_eq!(s.taken, vec![("outer_if".to_string(), true)]);
+        assert_eq!(ops(&s.model), ["Add", "Identity"]);
+        s.model.graph.verify().unwrap();
+        // the user's model is untouched
+        assert_eq!(ops(&m), ["If"]);
+        let out = crate::validate::run_model(&s.model, &sample(true, 3)).unwrap();
+        assert_eq!(out.outputs[0].1.to_f32_vec().unwrap(), [10.0, 11.0, 12.0]);
+    }
+
+    #[test]
+    fn nested_shape_test_is_folded_through_tract() {
+        let m = nested();
+        for (n, want_then, factor) in [(2usize, true, 2.0f32), (3, false, 3.0)] {
+            let s = specialise(&m, &sample(false, n)).unwrap().unwrap();
+            assert_eq!(
+                s.taken,
+                vec![
+                    ("outer_if".to_string(), false),
+                    ("inner_if".to_string(), want_then)
+                ],
+                "{:?}",
+                s.remarks
+            );
+            assert!(!ops(&s.model).contains(&"If".to_string()));
+            s.model.graph.verify().unwrap();
+            let out = crate::validate::run_model(&s.model, &sample(false, n)).unwrap();
+            let want: Vec<f32> = (0..n).map(|i| i as f32 * factor).collect();
+            assert_eq!(out.outputs[0].1.to_f32_vec().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn name_clash_leaves_the_if_with_a_remark() {
+        let mut m = nested();
+        // a main-graph value named like the value the then-branch defines
+        let mut g = m.graph.clone();
+        let v = g.add_value("tk");
+        g.push_initializer(v, Tensor::from_f32("tk", vec![], &[0.0]));
+        m.graph = g;
+        let s = specialise(&m, &sample(true, 3)).unwrap().unwrap();
+        assert!(s.taken.is_empty());
+        assert_eq!(ops(&s.model), ["If"]);
+        assert!(
+            s.remarks
+                .iter()
+                .any(|r| r.contains("'tk'") && r.contains("outer_if")),
+            "{:?}",
+            s.remarks
+        );
+    }
+}
