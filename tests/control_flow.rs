@@ -88,7 +88,9 @@ fn typing_failure_hints_at_the_default_dims() {
     assert_eq!(err.exit_code(), 5, "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("hint: symbolic dims left at the default 1: K") && msg.contains("--dim"),
+        msg.contains(
+            "hint: symbolic dims left at the default 1: K (set them with --dim NAME=VALUE)"
+        ),
         "{msg}"
     );
     // once K is set, the same model validates
@@ -268,4 +270,55 @@ fn cli_validate_of_a_broken_silero_exits_4() {
     let a = args(&broken);
     let (code, out, err) = common::cli(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     assert_eq!(code, 4, "{out}{err}");
+}
+
+// ---- one reference run, many candidates ------------------------------------------------------------------------
+
+#[test]
+fn one_reference_run_serves_every_candidate() {
+    let reference = io::load(&common::root().join("fixtures/conv_bn_relu.onnx")).unwrap();
+    let broken = {
+        let mut m = reference.clone();
+        let v = m.graph.value_by_name("fc.weight").unwrap();
+        let t = m.graph.constant(v).unwrap().into_owned();
+        let vals: Vec<f32> = t.to_f32_vec().unwrap().iter().map(|x| -x).collect();
+        let mut p = Patch::new("break");
+        p.replace_initializer(v, Tensor::from_f32("fc.weight", t.dims.clone(), &vals));
+        m.graph.apply(p).unwrap();
+        m
+    };
+    let opts = ValidateOptions {
+        samples: 2,
+        ..Default::default()
+    };
+    let run = validate::ReferenceRun::new(&reference, None, &opts).unwrap();
+    assert_eq!(run.samples().len(), 2);
+    let mut passed = Vec::new();
+    for cand in [&reference, &broken] {
+        let reused = validate::compare_with_reference(&run, cand, &opts.tolerances).unwrap();
+        let fresh = validate::compare(&reference, cand, &opts).unwrap();
+        assert_eq!(reused.to_json(), fresh.to_json());
+        assert!(!reused.tensors.is_empty(), "intermediates compared");
+        passed.push(reused.passed());
+    }
+    assert_eq!(passed, [true, false]);
+    // the same run checked against another budget (a pipeline's pass): the tolerances come from the caller
+    let exact = validate::Tolerances {
+        max_abs: Some(0.0),
+        ..Default::default()
+    };
+    let max_abs_check = |r: &validate::ValidationReport| -> Vec<bool> {
+        r.outputs
+            .iter()
+            .flat_map(|o| &o.checks)
+            .filter(|c| c.metric == "max_abs")
+            .map(|c| c.passed)
+            .collect()
+    };
+    let same = validate::compare_with_reference(&run, &reference, &exact).unwrap();
+    assert!(same.passed(), "{same}");
+    assert_eq!(max_abs_check(&same), [true]);
+    let r = validate::compare_with_reference(&run, &broken, &exact).unwrap();
+    assert_eq!(max_abs_check(&r), [false]);
+    assert_eq!(r.tolerances, exact);
 }

@@ -301,29 +301,37 @@ fn default_dims_hint(model: &Model, opts: &ValidateOptions) -> Option<String> {
     if !opts.inputs.is_empty() {
         return None;
     }
-    let mut names: Vec<String> = Vec::new();
+    let (mut named, mut unnamed): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     for io in model.graph.runtime_inputs() {
         let Some((_, Some(shape))) = io.info.ty.as_ref().and_then(|t| t.as_tensor()) else {
             continue;
         };
         for (k, d) in shape.0.iter().enumerate() {
-            let n = match &d.value {
-                DimValue::Param(p) if !opts.dims.contains_key(p) => p.clone(),
-                DimValue::Unknown => format!("{}[{k}] (unnamed)", model.graph.value_name(io.value)),
-                _ => continue,
-            };
-            if !names.contains(&n) {
-                names.push(n);
+            match &d.value {
+                DimValue::Param(p) if !opts.dims.contains_key(p) && !named.contains(p) => {
+                    named.push(p.clone())
+                }
+                DimValue::Param(_) => {}
+                DimValue::Fixed(v) if *v >= 0 => {}
+                _ => unnamed.push(format!("{}[{k}]", model.graph.value_name(io.value))),
             }
         }
     }
-    (!names.is_empty()).then(|| {
-        format!(
-            "symbolic dims left at the default {}: {}; set them with --dim NAME=VALUE",
-            opts.default_dim,
-            names.join(", ")
-        )
-    })
+    let d = opts.default_dim;
+    let mut parts = Vec::new();
+    if !named.is_empty() {
+        parts.push(format!(
+            "symbolic dims left at the default {d}: {} (set them with --dim NAME=VALUE)",
+            named.join(", ")
+        ));
+    }
+    if !unnamed.is_empty() {
+        parts.push(format!(
+            "unnamed dims left at the default {d}: {} (give inputs of the right shape with --input)",
+            unnamed.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn checks(m: &crate::validate::Metrics, t: &Tolerances) -> Vec<Check> {
@@ -773,4 +781,91 @@ fn finish_outputs(
         });
     }
     outputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{model, GraphBuilder};
+    use crate::validate::run::engine_error;
+
+    fn conv_model() -> Model {
+        let mut b = GraphBuilder::new("main");
+        let x = b.input("x", DataType::FLOAT, &["N", "3", "?", "8"]);
+        let w = b.initializer(IrTensor::from_f32("w", vec![2, 3, 1, 1], &[0.5; 6]));
+        let y = b.named_node(
+            "conv1",
+            crate::ir::OpKey::onnx("Conv"),
+            &[Some(x), Some(w)],
+            &["y"],
+            vec![],
+        );
+        b.output(y[0], DataType::FLOAT, &["N", "2", "?", "8"]);
+        model(b.build(), 17)
+    }
+
+    #[test]
+    fn the_innermost_tract_node_is_named_with_its_onnx_op() {
+        // tract's chain for a failure inside an If body: the If, then the body's node
+        let e = engine_error(
+            "tract could not type: Failed analyse for node #7 \"outer_if\" If: Failed analyse for node #2 \
+             \"conv1.fix\" EinSum: Impossible to unify 5 with 3."
+                .into(),
+        );
+        let Error::CannotValidate { node, op, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(node.as_deref(), Some("conv1.fix"));
+        assert_eq!(op.as_deref(), Some("EinSum"));
+        // the ONNX op replaces tract's, found through the dotted suffix tract adds
+        let e = name_model(e, "candidate", &conv_model());
+        let Error::CannotValidate {
+            model, node, op, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(model.as_deref(), Some("candidate"));
+        assert_eq!(node.as_deref(), Some("conv1.fix"));
+        assert_eq!(op.as_deref(), Some("Conv"));
+        assert_eq!(e.exit_code(), 5);
+        assert!(e
+            .to_string()
+            .starts_with("cannot validate the candidate model: node 'conv1.fix' (Conv): "));
+        // a panic message has no node
+        let e = engine_error("running: tract panicked: index out of bounds".into());
+        assert!(matches!(
+            e,
+            Error::CannotValidate {
+                node: None,
+                op: None,
+                ..
+            }
+        ));
+        assert_eq!(e.exit_code(), 5);
+    }
+
+    #[test]
+    fn dims_hint_lists_named_and_unnamed_defaults() {
+        let m = conv_model();
+        let mut opts = ValidateOptions::default();
+        assert_eq!(
+            default_dims_hint(&m, &opts).as_deref(),
+            Some(
+                "symbolic dims left at the default 1: N (set them with --dim NAME=VALUE); unnamed dims \
+                 left at the default 1: x[2] (give inputs of the right shape with --input)"
+            )
+        );
+        opts.dims.insert("N".into(), 2);
+        assert_eq!(
+            default_dims_hint(&m, &opts).as_deref(),
+            Some("unnamed dims left at the default 1: x[2] (give inputs of the right shape with --input)")
+        );
+        opts.inputs.push("sample.npy".into());
+        assert_eq!(
+            default_dims_hint(&m, &opts),
+            None,
+            "inputs from files set every dim"
+        );
+    }
 }

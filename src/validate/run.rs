@@ -50,7 +50,8 @@ pub(crate) fn engine_error(msg: String) -> Error {
                     .chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || *c == '.')
                     .collect();
-                op = (!o.is_empty()).then_some(o);
+                let o = o.trim_end_matches([':', '.']);
+                op = (!o.is_empty()).then(|| o.to_string());
                 rest = &tail[2 + end + 1..];
                 continue;
             }
