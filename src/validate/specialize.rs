@@ -5,8 +5,10 @@
 //!
 //! The rewrite works on a clone for the run only; the user's model is never changed. A condition is computed
 //! from the sample directly when it is a graph input or a constant, else by running the condition's cone (the
-//! nodes it depends on, none of them an unresolved `If`) through tract. A condition that cannot be computed, or a
-//! branch that cannot be inlined (a name clash, sparse initializers), leaves its `If` in place with a remark.
+//! nodes it depends on, none of them an unresolved `If`) through tract. Branch values whose names the enclosing
+//! graph already holds are renamed (`<name>/<if>_<k>`), also where nested subgraphs read them. A condition that
+//! cannot be computed, or a branch that cannot be inlined (sparse initializers, a name read from nowhere), leaves
+//! its `If` in place with a remark; tract then types it as it is.
 
 use std::collections::{HashMap, HashSet};
 
@@ -241,19 +243,28 @@ fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
             node.outputs.len()
         )));
     }
-    // Names the branch defines must be free in the enclosing graph; names it reads from outside must exist.
+    // Names the branch defines that the enclosing graph already has (a sibling If's branch inlined before may
+    // have used them) get fresh names, also where the branch's own subgraphs read them.
+    let mut rename: HashMap<String, String> = HashMap::new();
     for (_, v) in body.values() {
         let defined = matches!(
             v.def,
             ValueDef::Node(..) | ValueDef::Initializer | ValueDef::Input
         );
         if defined && !v.name.is_empty() && g.value_by_name(&v.name).is_some() {
-            return Err(Error::Validate(format!(
-                "'{}' of its {attr} is also a name of the enclosing graph",
-                v.name
-            )));
+            let fresh = (0..)
+                .map(|k| format!("{}/{label}_{k}", v.name))
+                .find(|n| g.value_by_name(n).is_none() && body.value_by_name(n).is_none())
+                .expect("a free name");
+            rename.insert(v.name.clone(), fresh);
         }
     }
+    let renamed = |name: &str| {
+        rename
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    };
     for name in body.free_variables() {
         if g.value_by_name(&name).is_none() {
             return Err(Error::Validate(format!(
@@ -294,8 +305,11 @@ fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
         }
     }
     for (bv, t) in body.initializers() {
-        let gv = g.add_value(body.value_name(bv));
-        g.push_initializer(gv, t.clone());
+        let name = renamed(body.value_name(bv));
+        let gv = g.add_value(&name);
+        let mut t = t.clone();
+        t.name = Some(name);
+        g.push_initializer(gv, t);
         map.insert(bv, gv);
     }
     let missing = |v: ValueId| {
@@ -319,12 +333,17 @@ fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
             .iter()
             .map(|o| {
                 o.map(|v| {
-                    let gv = g.add_value(body.value_name(v));
+                    let gv = g.add_value(&renamed(body.value_name(v)));
                     map.insert(v, gv);
                     gv
                 })
             })
             .collect();
+        if !rename.is_empty() {
+            for sg in n.attrs.iter_mut().flat_map(|a| a.subgraphs_mut()) {
+                rename_outer(sg, &rename);
+            }
+        }
         let captured: Vec<String> = n
             .attrs
             .iter()
@@ -364,6 +383,31 @@ fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
     Ok(())
 }
 
+/// Rename the outer-scope names `map` lists wherever `g` and its subgraphs read them, except below a graph
+/// that defines the name itself (it shadows the outer one there).
+fn rename_outer(g: &mut Graph, map: &HashMap<String, String>) {
+    let mut inner = map.clone();
+    for i in 0..g.values.len() {
+        let name = g.values[i].name.clone();
+        let Some(to) = map.get(&name) else { continue };
+        if g.values[i].def == ValueDef::Outer {
+            g.index.remove(&name);
+            g.index.insert(to.clone(), ValueId(i as u32));
+            g.values[i].name = to.clone();
+        } else {
+            inner.remove(&name);
+        }
+    }
+    if inner.is_empty() {
+        return;
+    }
+    for id in g.order.clone() {
+        for sg in g.node_subgraphs_mut(id) {
+            rename_outer(sg, &inner);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,11 +419,19 @@ mod tests {
     fn nested() -> Model {
         let mut inner_then = GraphBuilder::new("inner_then");
         let x = inner_then.outer("x");
-        let two = inner_then.initializer(Tensor::from_f32("two", vec![], &[2.0]));
+        // x * float(d0), d0 = 2 here: read from the enclosing else-branch (two scopes up once inlined)
+        let d0 = inner_then.outer("d0");
+        let two = inner_then.named_node(
+            "cast_d0",
+            OpKey::onnx("Cast"),
+            &[Some(d0)],
+            &["two"],
+            vec![Attribute::int("to", 1)],
+        );
         let o = inner_then.named_node(
             "mul2",
             OpKey::onnx("Mul"),
-            &[Some(x), Some(two)],
+            &[Some(x), Some(two[0])],
             &["t2"],
             vec![],
         );
@@ -522,22 +574,54 @@ mod tests {
     }
 
     #[test]
-    fn name_clash_leaves_the_if_with_a_remark() {
+    fn clashing_names_are_renamed_also_where_nested_branches_read_them() {
         let mut m = nested();
-        // a main-graph value named like the value the then-branch defines
+        // main-graph values named like values the branches define: `tk` (then) and `d0` (else, read by the
+        // inner If's then-branch)
         let mut g = m.graph.clone();
-        let v = g.add_value("tk");
-        g.push_initializer(v, Tensor::from_f32("tk", vec![], &[0.0]));
+        for name in ["tk", "d0"] {
+            let v = g.add_value(name);
+            g.push_initializer(v, Tensor::from_f32(name, vec![], &[0.0]));
+        }
         m.graph = g;
-        let s = specialise(&m, &sample(true, 3)).unwrap().unwrap();
-        assert!(s.taken.is_empty());
-        assert_eq!(ops(&s.model), ["If"]);
+        for (flag, n, want) in [
+            (true, 3, vec![10.0f32, 11.0, 12.0]),
+            (false, 2, vec![0.0, 2.0]),
+            (false, 3, vec![0.0, 3.0, 6.0]),
+        ] {
+            let s = specialise(&m, &sample(flag, n)).unwrap().unwrap();
+            assert!(
+                !ops(&s.model).contains(&"If".to_string()),
+                "{:?}",
+                s.remarks
+            );
+            s.model.graph.verify().unwrap();
+            assert!(s.model.graph.value_by_name("tk/outer_if_0").is_some() == flag);
+            assert!(s.model.graph.value_by_name("d0/outer_if_0").is_some() != flag);
+            let out = crate::validate::run_model(&s.model, &sample(flag, n)).unwrap();
+            assert_eq!(
+                out.outputs[0].1.to_f32_vec().unwrap(),
+                want,
+                "flag {flag} n {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_uncomputable_condition_leaves_the_if_with_a_remark() {
+        let m = nested();
+        // the sample lacks `flag`: the condition cannot be computed
+        let mut s = sample(true, 3);
+        s.tensors.retain(|(n, _)| n != "flag");
+        let r = specialise(&m, &s).unwrap().unwrap();
+        assert!(r.taken.is_empty());
+        assert_eq!(ops(&r.model), ["If"]);
         assert!(
-            s.remarks
+            r.remarks
                 .iter()
-                .any(|r| r.contains("'tk'") && r.contains("outer_if")),
+                .any(|x| x.contains("'outer_if' not specialised")),
             "{:?}",
-            s.remarks
+            r.remarks
         );
     }
 }
