@@ -119,6 +119,8 @@ struct SideRunner<'a> {
     expose_remarks: Vec<String>,
     load_remarks: Vec<String>,
     spec_remarks: Vec<String>,
+    /// The `If`s the current sample could not specialise (why), for the hint when tract then fails.
+    unspecialised: Vec<String>,
 }
 
 impl<'a> SideRunner<'a> {
@@ -139,6 +141,7 @@ impl<'a> SideRunner<'a> {
             expose_remarks: Vec::new(),
             load_remarks: Vec::new(),
             spec_remarks: Vec::new(),
+            unspecialised: Vec::new(),
         }
     }
 
@@ -151,6 +154,12 @@ impl<'a> SideRunner<'a> {
             shapes.clone(),
             spec.as_ref().map(|s| s.taken.clone()).unwrap_or_default(),
         );
+        self.unspecialised = spec
+            .iter()
+            .flat_map(|s| &s.remarks)
+            .filter(|r| r.contains("not specialised"))
+            .cloned()
+            .collect();
         if let Some(s) = &spec {
             for r in &s.remarks {
                 let r = format!("{}: {r}", self.which);
@@ -191,7 +200,8 @@ impl<'a> SideRunner<'a> {
         &self.current.as_ref().expect("a sample ran").runner
     }
 
-    /// Name the model (and the ONNX op of the refused node); at load/typing time add the dims hint.
+    /// Name the model (and the ONNX op of the refused node); when typing failed, hint at the dims left at the
+    /// default and at the `If`s that could not be specialised.
     fn explain(&self, e: Error, typing: bool) -> Error {
         match name_model(e, self.which, self.model) {
             Error::CannotValidate {
@@ -200,13 +210,21 @@ impl<'a> SideRunner<'a> {
                 op,
                 msg,
                 hint: None,
-            } if typing && is_typing_failure(&msg) => Error::CannotValidate {
-                model,
-                node,
-                op,
-                msg,
-                hint: self.hint.clone(),
-            },
+            } if typing && is_typing_failure(&msg) => {
+                let hints: Vec<String> = self
+                    .hint
+                    .iter()
+                    .chain(&self.unspecialised)
+                    .cloned()
+                    .collect();
+                Error::CannotValidate {
+                    model,
+                    node,
+                    op,
+                    msg,
+                    hint: (!hints.is_empty()).then(|| hints.join("; ")),
+                }
+            }
             other => other,
         }
     }
