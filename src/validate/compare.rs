@@ -114,8 +114,10 @@ struct SideRunner<'a> {
     optimize: bool,
     hint: Option<String>,
     current: Option<Side>,
-    /// The first plan's load: kept for latency on the first sample.
+    /// The first plan's load, kept (with `latency_runs`) to time the first sample.
     first: Option<Loaded>,
+    keep_first: bool,
+    loaded_once: bool,
     expose_remarks: Vec<String>,
     load_remarks: Vec<String>,
     spec_remarks: Vec<String>,
@@ -138,6 +140,8 @@ impl<'a> SideRunner<'a> {
             hint: default_dims_hint(model, opts),
             current: None,
             first: None,
+            keep_first: opts.latency_runs.unwrap_or(0) > 0,
+            loaded_once: false,
             expose_remarks: Vec::new(),
             load_remarks: Vec::new(),
             spec_remarks: Vec::new(),
@@ -170,7 +174,8 @@ impl<'a> SideRunner<'a> {
         }
         if self.current.as_ref().is_none_or(|c| c.key != key) {
             let model = spec.as_ref().map(|s| &s.model).unwrap_or(self.model);
-            let first = self.current.is_none() && self.first.is_none();
+            let first = !self.loaded_once;
+            self.loaded_once = true;
             let mut remarks = Vec::new();
             let (loaded, runner) = prepare_side(
                 model,
@@ -188,7 +193,9 @@ impl<'a> SideRunner<'a> {
                     .iter()
                     .map(|m| format!("{}: {m}", self.which))
                     .collect();
-                self.first = Some(loaded);
+                if self.keep_first {
+                    self.first = Some(loaded);
+                }
             }
             self.current = Some(Side { key, runner });
         }
@@ -230,7 +237,10 @@ impl<'a> SideRunner<'a> {
     }
 
     fn latency(&self, sample: &Sample, warmup: usize, runs: usize) -> Result<Latency> {
-        let loaded = self.first.as_ref().expect("a sample ran");
+        let loaded = self
+            .first
+            .as_ref()
+            .expect("kept when latency_runs is set and a sample ran");
         let plan = loaded
             .runner(&[], true)
             .map_err(|e| self.explain(e, true))?;
