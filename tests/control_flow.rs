@@ -110,8 +110,8 @@ fn silero(name: &str) -> Model {
     io::load(&path).unwrap()
 }
 
-/// One silero sample (16 kHz, 512 samples, batch 1) written as .npy files; returns the folder.
-fn silero_inputs(dir: &Path, seed: u64) -> PathBuf {
+/// One silero sample (batch 1: `n` audio samples at `sr` Hz, a state) written as .npy files into `folder`.
+fn write_silero_sample(folder: &Path, seed: u64, sr: i64, n: usize) {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         s ^= s << 13;
@@ -119,24 +119,29 @@ fn silero_inputs(dir: &Path, seed: u64) -> PathBuf {
         s ^= s << 17;
         ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
     };
-    let audio: Vec<f32> = (0..512).map(|_| next() * 0.5).collect();
+    let audio: Vec<f32> = (0..n).map(|_| next() * 0.5).collect();
     let state: Vec<f32> = (0..256).map(|_| next() * 0.1).collect();
     let sample = Sample {
         origin: format!("silero #{seed}"),
         tensors: vec![
             (
                 "input".into(),
-                Tensor::from_f32("input", vec![1, 512], &audio),
+                Tensor::from_f32("input", vec![1, n as i64], &audio),
             ),
             (
                 "state".into(),
                 Tensor::from_f32("state", vec![2, 1, 128], &state),
             ),
-            ("sr".into(), Tensor::from_i64("sr", vec![], &[16000])),
+            ("sr".into(), Tensor::from_i64("sr", vec![], &[sr])),
         ],
     };
+    sample.write_npy(folder).unwrap();
+}
+
+/// One 16 kHz sample of 512 audio samples (what silero expects at 16 kHz); returns its folder.
+fn silero_inputs(dir: &Path, seed: u64) -> PathBuf {
     let folder = dir.join(format!("sample{seed}"));
-    sample.write_npy(&folder).unwrap();
+    write_silero_sample(&folder, seed, 16000, 512);
     folder
 }
 
@@ -244,6 +249,46 @@ fn silero_op15_validates_with_its_ifs_specialised() {
 #[test]
 fn silero_spox_validates_with_its_ifs_specialised() {
     check_silero("silero_vad_spox");
+}
+
+/// Two samples that take different branches of the spox export's top `If` on `sr` (16 kHz / 512 samples and
+/// 8 kHz / 256): each runs on its own specialisation (both models reloaded), and both choices are reported.
+#[test]
+fn samples_taking_different_branches_are_specialised_each() {
+    let m = silero("silero_vad_spox");
+    let dir = common::tempdir();
+    let both = dir.path().join("both");
+    write_silero_sample(&both.join("a_16k"), 3, 16000, 512);
+    write_silero_sample(&both.join("b_8k"), 4, 8000, 256);
+    let opts = ValidateOptions {
+        inputs: vec![both],
+        ..Default::default()
+    };
+    let r = validate::compare(&m, &m, &opts).unwrap();
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.samples, 2);
+    for o in &r.outputs {
+        assert_eq!(o.metrics.as_ref().unwrap().max_abs, 0.0, "{}", o.name);
+    }
+    let said = |name: &str, cond: bool| {
+        r.remarks.iter().any(|s| {
+            s == &format!(
+                "reference: If '{name}' specialised: condition {cond}, {}_branch inlined",
+                if cond { "then" } else { "else" }
+            )
+        })
+    };
+    let ifs: Vec<String> = r
+        .remarks
+        .iter()
+        .filter_map(|s| s.strip_prefix("reference: If '"))
+        .filter_map(|s| s.split('\'').next())
+        .map(|s| s.to_string())
+        .collect();
+    assert!(
+        ifs.iter().any(|n| said(n, true) && said(n, false)),
+        "no If took both branches:\n{r}"
+    );
 }
 
 #[test]
