@@ -367,3 +367,23 @@ fn one_reference_run_serves_every_candidate() {
     assert_eq!(max_abs_check(&r), [false]);
     assert_eq!(r.tolerances, exact);
 }
+
+#[test]
+fn evaluate_runs_silero_specialised() {
+    let m = silero("silero_vad_spox");
+    let dir = common::tempdir();
+    let opts = ValidateOptions {
+        inputs: vec![silero_inputs(dir.path(), 5)],
+        latency_runs: Some(1),
+        ..Default::default()
+    };
+    let r = validate::evaluate(&m, None, &opts).unwrap();
+    assert!(r.macs_total > 0);
+    assert!(
+        r.remarks
+            .iter()
+            .any(|s| s == "If 'If_0' specialised: condition true, then_branch inlined"),
+        "{:?}",
+        r.remarks
+    );
+}

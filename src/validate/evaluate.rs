@@ -17,6 +17,7 @@ use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Sample};
 use crate::validate::metrics::{argmax, classifier_classes, ser_f64, ser_opt_f64, top5};
 use crate::validate::report::fmt_num;
 use crate::validate::run::{guard, load, values_f32, Runner};
+use crate::validate::specialize::{specialise, Specialised};
 use crate::validate::ValidateOptions;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -247,8 +248,14 @@ pub fn evaluate(
     let params_total = params.values().map(|p| p.count).sum();
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
-    let loaded = load(model, &sample_shapes(&samples[0]))?;
+    // An `If` whose condition follows from the sample runs specialised (MACs and latency: the first sample's).
+    let first = specialise(model, &samples[0])?;
+    let loaded = load(
+        first.as_ref().map_or(model, |s| &s.model),
+        &sample_shapes(&samples[0]),
+    )?;
     let mut remarks = loaded.remarks.clone();
+    remarks.extend(first.iter().flat_map(|s| s.remarks.iter().cloned()));
     let typed = loaded.typed()?;
     let (macs, mut r) = macs(&typed)?;
     remarks.append(&mut r);
@@ -272,12 +279,15 @@ pub fn evaluate(
             let labels = read_labels(p)?;
             let mut acc = AccuracyAcc::default();
             let mut runner = runner;
-            let mut shapes = sample_shapes(&samples[0]);
+            let taken = |s: &Option<Specialised>| s.as_ref().map(|s| s.taken.clone());
+            let mut key = (sample_shapes(&samples[0]), taken(&first));
             let mut out_ix = None;
             for s in &samples {
-                if sample_shapes(s) != shapes {
-                    shapes = sample_shapes(s);
-                    runner = load(model, &shapes)?.runner(&[], true)?;
+                let spec = specialise(model, s)?;
+                if (sample_shapes(s), taken(&spec)) != key {
+                    key = (sample_shapes(s), taken(&spec));
+                    let m = spec.as_ref().map_or(model, |s| &s.model);
+                    runner = load(m, &key.0)?.runner(&[], true)?;
                 }
                 let outs = runner.run(s)?;
                 let ix = match out_ix {
