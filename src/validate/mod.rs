@@ -26,7 +26,8 @@
 //!   not match).
 //!
 //! # Control flow
-//! When a model's main graph holds `If` nodes, each sample specialises it for the run (`specialize.rs`): a
+//! When a model's main graph holds `If` nodes, each sample specialises it for the run of `compare` and
+//! `evaluate` (`specialize.rs`; `run_model` and the calibrator run the model as it is): a
 //! condition computable from the sample (an input, a constant, or a cone of nodes tract runs, e.g. a shape
 //! test) is computed, the taken branch is inlined in place of the `If`, and nested `If`s brought up by it are
 //! handled the same way, so tract never types a dead branch. The report has one remark per `If` specialised
