@@ -624,4 +624,36 @@ mod tests {
             r.remarks
         );
     }
+
+    /// The probe's If cases (ONNX Runtime's recorded outputs; the branches read initializers `one` / `two` of
+    /// the main graph): the specialised model takes the right branch and computes what ORT computed, exactly
+    /// (one elementwise op per element: both engines round the same f32 product or sum).
+    #[test]
+    fn probe_if_cases_match_onnx_runtime_once_specialised() {
+        let probe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/probe");
+        for (case, then) in [
+            ("if_subgraph_cond_true", true),
+            ("if_subgraph_cond_false", false),
+        ] {
+            let dir = probe.join(case);
+            let m = crate::io::load(&dir.join("model.onnx")).unwrap();
+            let read = |f: &str| crate::validate::read_tensor_file(&dir.join(f)).unwrap().1;
+            let s = Sample {
+                origin: case.into(),
+                tensors: vec![
+                    ("X".into(), read("input_0.npy")),
+                    ("C".into(), read("input_1.npy")),
+                ],
+            };
+            let sp = specialise(&m, &s).unwrap().unwrap();
+            assert_eq!(sp.taken, vec![("Y".to_string(), then)], "{case}");
+            sp.model.graph.verify().unwrap();
+            let out = crate::validate::run_model(&sp.model, &s).unwrap();
+            assert_eq!(
+                out.outputs[0].1.to_f32_vec().unwrap(),
+                read("expected_0.npy").to_f32_vec().unwrap(),
+                "{case}"
+            );
+        }
+    }
 }
