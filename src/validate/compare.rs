@@ -429,7 +429,8 @@ impl PlanOutputs {
 /// The reference side of a comparison, run once: the samples, the reference's outputs and exposed intermediate
 /// tensors for every sample, its remarks and (with `latency_runs`) its latency. Any number of candidates can be
 /// compared against it with `compare_with_reference`, e.g. one per pass of a pipeline, each with its own
-/// tolerances. Memory: the reference's outputs and exposed tensors for every sample.
+/// tolerances. Memory: the reference's outputs and exposed tensors for every sample (`compare`, which makes one
+/// comparison, runs the reference sample by sample instead).
 pub struct ReferenceRun {
     opts: ValidateOptions,
     specs: Vec<InputSpec>,
@@ -455,6 +456,23 @@ impl ReferenceRun {
         like: Option<&Model>,
         opts: &ValidateOptions,
     ) -> Result<ReferenceRun> {
+        let (mut run, mut side) = ReferenceRun::prepare(reference, like, opts)?;
+        for sample in &run.samples {
+            run.runs.push(run_plan(&mut side, sample)?);
+        }
+        run.latency = reference_latency(&side, &run)?;
+        run.expose_remarks = side.expose_remarks;
+        run.load_remarks = side.load_remarks;
+        run.spec_remarks = side.spec_remarks;
+        Ok(run)
+    }
+
+    /// Everything but the runs: samples, exposed tensors, labels; the side that will run the reference.
+    fn prepare<'a>(
+        reference: &'a Model,
+        like: Option<&Model>,
+        opts: &ValidateOptions,
+    ) -> Result<(ReferenceRun, SideRunner<'a>)> {
         let (specs, samples) = prepare_samples(reference, like, opts)?;
         let shared = if opts.attribution {
             shared_intermediates(reference, like.unwrap_or(reference), opts.attribution_limit)
@@ -462,24 +480,10 @@ impl ReferenceRun {
             Vec::new()
         };
         let expose: Vec<String> = shared.iter().map(|s| s.0.clone()).collect();
-        let mut side = SideRunner::new(reference, "reference", expose, opts);
-        let mut runs = Vec::with_capacity(samples.len());
-        for sample in &samples {
-            let values = side.run(sample)?;
-            let r = side.runner();
-            runs.push(PlanOutputs {
-                names: r.outputs.clone(),
-                graph_outputs: r.graph_outputs,
-                values,
-            });
-        }
+        let side = SideRunner::new(reference, "reference", expose, opts);
         let labels = match &opts.labels {
             Some(p) => Some(read_labels(p)?),
             None => None,
-        };
-        let latency = match opts.latency_runs.unwrap_or(0) {
-            0 => None,
-            n => Some(side.latency(&samples[0], opts.warmup_runs, n)?),
         };
         let outputs = reference
             .graph
@@ -487,19 +491,20 @@ impl ReferenceRun {
             .iter()
             .map(|o| reference.graph.value_name(o.value).to_string())
             .collect();
-        Ok(ReferenceRun {
+        let run = ReferenceRun {
             opts: opts.clone(),
             specs,
             samples,
             outputs,
             shared,
-            runs,
+            runs: Vec::new(),
             labels,
-            latency,
-            expose_remarks: side.expose_remarks,
-            load_remarks: side.load_remarks,
-            spec_remarks: side.spec_remarks,
-        })
+            latency: None,
+            expose_remarks: Vec::new(),
+            load_remarks: Vec::new(),
+            spec_remarks: Vec::new(),
+        };
+        Ok((run, side))
     }
 
     /// The samples both models run on.
@@ -508,20 +513,50 @@ impl ReferenceRun {
     }
 }
 
+/// Run one sample and keep what the plan returned with the names of its outputs.
+fn run_plan(side: &mut SideRunner, sample: &Sample) -> Result<PlanOutputs> {
+    let values = side.run(sample)?;
+    let r = side.runner();
+    Ok(PlanOutputs {
+        names: r.outputs.clone(),
+        graph_outputs: r.graph_outputs,
+        values,
+    })
+}
+
+fn reference_latency(side: &SideRunner, run: &ReferenceRun) -> Result<Option<Latency>> {
+    Ok(match run.opts.latency_runs.unwrap_or(0) {
+        0 => None,
+        n => Some(side.latency(&run.samples[0], run.opts.warmup_runs, n)?),
+    })
+}
+
 /// Compare `candidate` against `reference` on the same inputs (see the module docs for options and metrics).
+/// The reference runs sample by sample next to the candidate, so memory holds one sample's tensors.
 pub fn compare(
     reference: &Model,
     candidate: &Model,
     opts: &ValidateOptions,
 ) -> Result<ValidationReport> {
-    let run = ReferenceRun::new(reference, Some(candidate), opts)?;
-    compare_with_reference(&run, candidate, &opts.tolerances)
+    let (run, side) = ReferenceRun::prepare(reference, Some(candidate), opts)?;
+    compare_runs(&run, Some(side), candidate, &opts.tolerances)
 }
 
 /// Compare `candidate` against a reference run: the same samples and options (those `reference` was made with),
 /// checked against `tolerances`.
 pub fn compare_with_reference(
     reference: &ReferenceRun,
+    candidate: &Model,
+    tolerances: &Tolerances,
+) -> Result<ValidationReport> {
+    compare_runs(reference, None, candidate, tolerances)
+}
+
+/// The comparison proper. The reference's outputs come from `reference.runs`, or, with `live`, from running it
+/// on each sample just before the candidate.
+fn compare_runs(
+    reference: &ReferenceRun,
+    mut live: Option<SideRunner>,
     candidate: &Model,
     tolerances: &Tolerances,
 ) -> Result<ValidationReport> {
@@ -541,13 +576,16 @@ pub fn compare_with_reference(
     let mut acc_ref = AccuracyAcc::default();
     let mut acc_cand = AccuracyAcc::default();
     let mut classifier_output: Option<usize> = None;
-    for (k, (sample, ro)) in reference.samples.iter().zip(&reference.runs).enumerate() {
-        let co = side.run(sample)?;
-        let co = PlanOutputs {
-            names: side.runner().outputs.clone(),
-            graph_outputs: side.runner().graph_outputs,
-            values: co,
+    for (k, sample) in reference.samples.iter().enumerate() {
+        let ro_live;
+        let ro = match &mut live {
+            Some(r) => {
+                ro_live = run_plan(r, sample)?;
+                &ro_live
+            }
+            None => &reference.runs[k],
         };
+        let co = run_plan(&mut side, sample)?;
         let labels = reference.labels.is_some();
         compare_outputs(
             k,
@@ -561,11 +599,19 @@ pub fn compare_with_reference(
         attribute(k, &expose, ro, &co, &mut tensor_acc);
     }
 
-    let mut all_remarks = reference.expose_remarks.clone();
+    let (r_expose, r_load, r_spec) = match &live {
+        Some(r) => (&r.expose_remarks, &r.load_remarks, &r.spec_remarks),
+        None => (
+            &reference.expose_remarks,
+            &reference.load_remarks,
+            &reference.spec_remarks,
+        ),
+    };
+    let mut all_remarks = r_expose.clone();
     all_remarks.extend(side.expose_remarks.iter().cloned());
-    all_remarks.extend(reference.load_remarks.iter().cloned());
+    all_remarks.extend(r_load.iter().cloned());
     all_remarks.extend(side.load_remarks.iter().cloned());
-    all_remarks.extend(reference.spec_remarks.iter().cloned());
+    all_remarks.extend(r_spec.iter().cloned());
     all_remarks.extend(side.spec_remarks.iter().cloned());
     all_remarks.append(&mut remarks);
     let mut remarks = all_remarks;
@@ -612,9 +658,13 @@ pub fn compare_with_reference(
         _ => None,
     };
 
-    let latency = match (&reference.latency, opts.latency_runs.unwrap_or(0)) {
+    let r_latency = match &live {
+        Some(r) => reference_latency(r, reference)?,
+        None => reference.latency.clone(),
+    };
+    let latency = match (r_latency, opts.latency_runs.unwrap_or(0)) {
         (Some(r), n) if n > 0 => Some(LatencyPair {
-            reference: r.clone(),
+            reference: r,
             candidate: side.latency(&reference.samples[0], opts.warmup_runs, n)?,
         }),
         _ => None,
