@@ -44,11 +44,13 @@ pub(crate) fn specialise(model: &Model, sample: &Sample) -> Result<Option<Specia
     let mut m = model.clone();
     let mut taken = Vec::new();
     let mut remarks = Vec::new();
-    'rounds: for _ in 0..MAX_ROUNDS {
+    // Ifs left as they are (condition not computable, branch not inlinable), with the reason given once.
+    let mut stuck: HashSet<NodeId> = HashSet::new();
+    for _ in 0..MAX_ROUNDS {
         let g = &m.graph;
         let ready: Vec<(NodeId, ValueId)> = g
             .nodes()
-            .filter(|(_, n)| is_if(n))
+            .filter(|(id, n)| is_if(n) && !stuck.contains(id))
             .filter_map(|(id, n)| n.input(0).map(|c| (id, c)))
             .filter(|(_, c)| !cone(g, &[*c]).iter().any(|n| is_if(g.node(*n).unwrap())))
             .collect();
@@ -56,22 +58,27 @@ pub(crate) fn specialise(model: &Model, sample: &Sample) -> Result<Option<Specia
             break;
         }
         let conds: Vec<ValueId> = ready.iter().map(|r| r.1).collect();
-        let values = match conditions(&m, &conds, sample) {
-            Ok(v) => v,
-            Err(e) => {
-                let names: Vec<String> = ready
-                    .iter()
-                    .map(|(id, _)| format!("'{}'", node_label(&m.graph, *id)))
-                    .collect();
-                remarks.push(format!(
-                    "If {} not specialised: the condition could not be computed ({e})",
-                    names.join(", ")
-                ));
-                break;
-            }
+        // All ready conditions in one run; when that fails, one by one, to find the ones that cannot be.
+        let values: Vec<Result<bool>> = match conditions(&m, &conds, sample) {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(e) if conds.len() == 1 => vec![Err(e)],
+            Err(_) => conds
+                .iter()
+                .map(|c| conditions(&m, &[*c], sample).map(|v| v[0]))
+                .collect(),
         };
-        for ((id, _), then) in ready.into_iter().zip(values) {
+        for ((id, _), value) in ready.into_iter().zip(values) {
             let name = node_label(&m.graph, id);
+            let then = match value {
+                Ok(t) => t,
+                Err(e) => {
+                    remarks.push(format!(
+                        "If '{name}' not specialised: the condition could not be computed ({e})"
+                    ));
+                    stuck.insert(id);
+                    continue;
+                }
+            };
             match inline_branch(&mut m.graph, id, then) {
                 Ok(()) => {
                     remarks.push(format!(
@@ -82,7 +89,7 @@ pub(crate) fn specialise(model: &Model, sample: &Sample) -> Result<Option<Specia
                 }
                 Err(e) => {
                     remarks.push(format!("If '{name}' not specialised: {e}"));
-                    break 'rounds;
+                    stuck.insert(id);
                 }
             }
         }
@@ -219,9 +226,10 @@ fn conditions(model: &Model, conds: &[ValueId], sample: &Sample) -> Result<Vec<b
 }
 
 /// Replace the `If` node `id` of `g` by the nodes of its taken branch (the `Identity` nodes at the end give the
-/// branch's outputs the `If`'s output names, so every reader, including nested subgraphs, stays wired). Checks
-/// everything before changing anything: on error `g` is untouched.
-fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
+/// branch's outputs the `If`'s output names, so every reader, including nested subgraphs, stays wired). On error
+/// the graph is untouched.
+fn inline_branch(target: &mut Graph, id: NodeId, then: bool) -> Result<()> {
+    let g: &Graph = target;
     let node = g.node(id).expect("live node").clone();
     let label = node_label(g, id);
     let attr = branch_attr(then);
@@ -279,6 +287,10 @@ fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
     {
         return Err(Error::Validate(format!("its {attr} declares inputs")));
     }
+
+    // The rewrite works on a copy (tensor data is shared), so an error half-way leaves `g` as it was.
+    let mut work = g.clone();
+    let g = &mut work;
 
     // Detach the If: its uses (condition, captures) go, its outputs wait for the Identity nodes.
     for v in g.values.iter_mut() {
@@ -380,6 +392,7 @@ fn inline_branch(g: &mut Graph, id: NodeId, then: bool) -> Result<()> {
     // The new nodes take the If's place in the order.
     let added: Vec<NodeId> = g.order.drain(first_new..).collect();
     g.order.splice(pos..pos, added);
+    *target = work;
     Ok(())
 }
 
@@ -655,5 +668,74 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    /// Two Ifs ready in the same round, one whose condition tract cannot compute (an unknown op in its cone):
+    /// the other is still specialised, the first is left with a remark.
+    #[test]
+    fn one_uncomputable_condition_does_not_block_the_others() {
+        let branch = |name: &str, k: f32| {
+            let mut b = GraphBuilder::new(name);
+            let x = b.outer("x");
+            let c = b.initializer(Tensor::from_f32(&format!("{name}_k"), vec![], &[k]));
+            let o = b.named_node(
+                &format!("{name}_add"),
+                OpKey::onnx("Add"),
+                &[Some(x), Some(c)],
+                &[&format!("{name}_out")],
+                vec![],
+            );
+            b.output(o[0], DataType::FLOAT, &["N"]);
+            b.build()
+        };
+        let mut b = GraphBuilder::new("main");
+        b.input("x", DataType::FLOAT, &["N"]);
+        let flag = b.input("flag", DataType::BOOL, &[]);
+        let odd = b.named_node(
+            "mystery",
+            OpKey {
+                domain: Some("com.example".into()),
+                op_type: "Mystery".into(),
+            },
+            &[Some(flag)],
+            &["odd_flag"],
+            vec![],
+        );
+        for (name, cond) in [("if_a", flag), ("if_b", odd[0])] {
+            let y = b.named_node(
+                name,
+                OpKey::onnx("If"),
+                &[Some(cond)],
+                &[&format!("{name}_y")],
+                vec![
+                    Attribute::graph("then_branch", branch(&format!("{name}_then"), 1.0)),
+                    Attribute::graph("else_branch", branch(&format!("{name}_else"), 2.0)),
+                ],
+            );
+            b.output(y[0], DataType::FLOAT, &["N"]);
+        }
+        let mut g = b.build();
+        let ifs: Vec<NodeId> = g
+            .nodes()
+            .filter(|(_, n)| is_if(n))
+            .map(|(id, _)| id)
+            .collect();
+        let mut p = crate::ir::Patch::new("test");
+        for id in ifs {
+            p.refresh_captures(id);
+        }
+        g.apply(p).unwrap();
+        let m = model(g, 17);
+        let s = specialise(&m, &sample(true, 2)).unwrap().unwrap();
+        assert_eq!(s.taken, vec![("if_a".to_string(), true)], "{:?}", s.remarks);
+        assert!(
+            s.remarks.iter().any(|r| r
+                .starts_with("If 'if_b' not specialised: the condition could not be computed")
+                && r.contains("Mystery")),
+            "{:?}",
+            s.remarks
+        );
+        assert_eq!(ops(&s.model).iter().filter(|o| *o == "If").count(), 1);
+        s.model.graph.verify().unwrap();
     }
 }
