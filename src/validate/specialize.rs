@@ -677,7 +677,7 @@ mod tests {
         let branch = |name: &str, k: f32| {
             let mut b = GraphBuilder::new(name);
             let x = b.outer("x");
-            let c = b.initializer(Tensor::from_f32(&format!("{name}_k"), vec![], &[k]));
+            let c = b.initializer(Tensor::from_f32(format!("{name}_k"), vec![], &[k]));
             let o = b.named_node(
                 &format!("{name}_add"),
                 OpKey::onnx("Add"),
