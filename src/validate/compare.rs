@@ -185,7 +185,7 @@ impl<'a> SideRunner<'a> {
                 self.optimize,
                 &mut remarks,
             )
-            .map_err(|e| self.explain(e, true))?;
+            .map_err(|e| self.explain(e))?;
             if first {
                 self.expose_remarks = remarks;
                 self.load_remarks = loaded
@@ -200,16 +200,16 @@ impl<'a> SideRunner<'a> {
             self.current = Some(Side { key, runner });
         }
         let side = self.current.as_ref().expect("loaded above");
-        side.runner.run(sample).map_err(|e| self.explain(e, false))
+        side.runner.run(sample).map_err(|e| self.explain(e))
     }
 
     fn runner(&self) -> &Runner {
         &self.current.as_ref().expect("a sample ran").runner
     }
 
-    /// Name the model (and the ONNX op of the refused node); when typing failed, hint at the dims left at the
-    /// default and at the `If`s that could not be specialised.
-    fn explain(&self, e: Error, typing: bool) -> Error {
+    /// Name the model (and the ONNX op of the refused node); when typing failed or tract panicked, hint at the
+    /// dims left at the default and at the `If`s that could not be specialised.
+    fn explain(&self, e: Error) -> Error {
         match name_model(e, self.which, self.model) {
             Error::CannotValidate {
                 model,
@@ -217,7 +217,7 @@ impl<'a> SideRunner<'a> {
                 op,
                 msg,
                 hint: None,
-            } if typing && is_typing_failure(&msg) => {
+            } if wants_hint(&msg) => {
                 let hints: Vec<String> = self
                     .hint
                     .iter()
@@ -241,9 +241,7 @@ impl<'a> SideRunner<'a> {
             .first
             .as_ref()
             .expect("kept when latency_runs is set and a sample ran");
-        let plan = loaded
-            .runner(&[], true)
-            .map_err(|e| self.explain(e, true))?;
+        let plan = loaded.runner(&[], true).map_err(|e| self.explain(e))?;
         measure_latency(&plan, sample, warmup, runs)
     }
 }
@@ -270,12 +268,17 @@ fn prepare_side(
     Ok((loaded, runner))
 }
 
-/// tract failed typing (analysing, translating, setting input facts) or planning the model: the failures
-/// symbolic dims left at a default value typically cause.
-fn is_typing_failure(msg: &str) -> bool {
-    ["could not type", "setting an input fact", "could not plan"]
-        .iter()
-        .any(|s| msg.contains(s))
+/// tract failed typing (analysing, translating, setting input facts) or planning the model, or panicked: the
+/// failures symbolic dims left at a default value typically cause.
+fn wants_hint(msg: &str) -> bool {
+    [
+        "could not type",
+        "setting an input fact",
+        "could not plan",
+        "tract panicked",
+    ]
+    .iter()
+    .any(|s| msg.contains(s))
 }
 
 /// Say which model an error is about; for an engine refusal, name the ONNX op of the node tract names (tract's

@@ -22,7 +22,7 @@
 //!   exit code 4. A comparison that could not run returns an error with exit code 5: `Error::CannotValidate`
 //!   when tract cannot load, type or run a model (a missing op, a failed shape analysis, a panic inside
 //!   tract), naming the model, the node and its ONNX op, plus a hint listing the symbolic dims left at the
-//!   default when typing failed; `Error::Validate` for the other reasons (an int4 activation, outputs that do
+//!   default when typing failed or tract panicked; `Error::Validate` for the other reasons (an int4 activation, outputs that do
 //!   not match).
 //!
 //! # Control flow
