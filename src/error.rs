@@ -41,6 +41,31 @@ pub enum Error {
     /// A validation run could not be carried out (the executor refused a model, inputs did not fit).
     #[error("validation: {0}")]
     Validate(String),
+    /// The engine (tract) cannot load, type or run a model, so no comparison was made (exit code 5). Names the
+    /// model (reference / candidate), the node and op the engine refused when its error says, and a hint
+    /// (e.g. the symbolic dims left at their default) when there is one.
+    #[error(
+        "cannot validate{}: {}{msg}{}",
+        model.as_ref().map(|m| format!(" the {m} model")).unwrap_or_default(),
+        node_prefix(node, op),
+        hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default()
+    )]
+    CannotValidate {
+        model: Option<String>,
+        node: Option<String>,
+        op: Option<String>,
+        msg: String,
+        hint: Option<String>,
+    },
+}
+
+fn node_prefix(node: &Option<String>, op: &Option<String>) -> String {
+    match (node, op) {
+        (Some(n), Some(o)) => format!("node '{n}' ({o}): "),
+        (Some(n), None) => format!("node '{n}': "),
+        (None, Some(o)) => format!("op {o}: "),
+        (None, None) => String::new(),
+    }
 }
 
 fn at_prefix(at: &str) -> String {
@@ -88,7 +113,8 @@ impl Error {
         match self {
             Error::Invalid { .. } | Error::Read { .. } => 3,
             Error::Usage(_) | Error::Refused(_) => 2,
-            Error::Validate(_) => 4,
+            // 4 is only "drift past tolerance", which is a report, not an error.
+            Error::Validate(_) | Error::CannotValidate { .. } => 5,
             Error::Write { .. } | Error::Pass { .. } | Error::Verify { .. } => 1,
         }
     }

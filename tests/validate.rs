@@ -77,9 +77,17 @@ fn tract_refusal_is_an_error_naming_the_op() {
     ] {
         let m = load(name);
         let err = validate::compare(&m, &m, &Default::default()).unwrap_err();
-        assert_eq!(err.exit_code(), 4);
+        // 5: cannot validate (4 is only drift past tolerance)
+        assert_eq!(err.exit_code(), 5);
         let msg = err.to_string();
         assert!(msg.contains(op) && msg.contains(node), "{name}: {msg}");
+        match &err {
+            // the first missing op in graph order; rich_metadata also holds a SequenceConstruct tract lacks
+            onnx_rewrite::error::Error::CannotValidate { op: Some(o), .. } => {
+                assert!(msg.contains(o.as_str()), "{name}: {msg}")
+            }
+            other => panic!("{name}: not CannotValidate naming the op: {other:?}"),
+        }
         assert!(validate::evaluate(&m, None, &Default::default()).is_err());
     }
 }
@@ -251,7 +259,7 @@ fn canaries_match_onnx_runtime() {
                     msg.contains("int4") || msg.contains("uint4") || msg.contains("block"),
                     "{name}: unclear refusal: {msg}"
                 );
-                assert_eq!(e.exit_code(), 4);
+                assert_eq!(e.exit_code(), 5);
                 refused += 1;
             }
         }
@@ -263,7 +271,7 @@ fn canaries_match_onnx_runtime() {
             };
             match validate::compare(&model, &model, &opts) {
                 Ok(r) => assert!(!r.remarks.is_empty(), "{name}: silent pass\n{r}"),
-                Err(e) => assert_eq!(e.exit_code(), 4),
+                Err(e) => assert_eq!(e.exit_code(), 5),
             }
         }
     }

@@ -75,7 +75,8 @@ pub enum Command {
     },
     /// List the available passes with their options.
     Passes,
-    /// Run two models on the same inputs through tract and report drift; exit 4 past the tolerances.
+    /// Run two models on the same inputs through tract and report drift; exit 4 past the tolerances, 5 when
+    /// tract cannot load, type or run a model.
     Validate {
         reference: PathBuf,
         candidate: PathBuf,

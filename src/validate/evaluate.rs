@@ -17,6 +17,7 @@ use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Sample};
 use crate::validate::metrics::{argmax, classifier_classes, ser_f64, ser_opt_f64, top5};
 use crate::validate::report::fmt_num;
 use crate::validate::run::{guard, load, values_f32, Runner};
+use crate::validate::specialize::{specialise, Specialised};
 use crate::validate::ValidateOptions;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -302,14 +303,18 @@ pub fn evaluate(
     external_files(&model.graph, &mut files);
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
+    // An `If` whose condition follows from the sample runs specialised (MACs and latency: the first sample's).
+    let first = specialise(model, &samples[0])?;
+    let run_model = first.as_ref().map_or(model, |s| &s.model);
     // a broken model (e.g. a DequantizeLinear scale that does not fit) is named by its file
-    let loaded = load(model, &sample_shapes(&samples[0])).map_err(|e| match path {
+    let loaded = load(run_model, &sample_shapes(&samples[0])).map_err(|e| match path {
         Some(p) => e.in_file(p),
         None => e,
     })?;
     let mut remarks = loaded.remarks.clone();
+    remarks.extend(first.iter().flat_map(|s| s.remarks.iter().cloned()));
     let typed = loaded.typed()?;
-    let (macs, mut r) = macs(model, &typed)?;
+    let (macs, mut r) = macs(run_model, &typed)?;
     remarks.append(&mut r);
     drop(typed);
     let macs_total = macs.values().sum();
@@ -328,12 +333,15 @@ pub fn evaluate(
             let mut acc = AccuracyAcc::default();
             // accuracy with the kernels `optimize` chooses (reference by default, as `compare`)
             let mut runner = loaded.runner(&[], opts.optimize)?;
-            let mut shapes = sample_shapes(&samples[0]);
+            let taken = |s: &Option<Specialised>| s.as_ref().map(|s| s.taken.clone());
+            let mut key = (sample_shapes(&samples[0]), taken(&first));
             let mut out_ix = None;
             for s in &samples {
-                if sample_shapes(s) != shapes {
-                    shapes = sample_shapes(s);
-                    runner = load(model, &shapes)?.runner(&[], opts.optimize)?;
+                let spec = specialise(model, s)?;
+                if (sample_shapes(s), taken(&spec)) != key {
+                    key = (sample_shapes(s), taken(&spec));
+                    let m = spec.as_ref().map_or(model, |s| &s.model);
+                    runner = load(m, &key.0)?.runner(&[], opts.optimize)?;
                 }
                 let outs = runner.run(s)?;
                 let ix = match out_ix {

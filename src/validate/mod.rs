@@ -6,6 +6,9 @@
 //!
 //! ```text
 //! pub fn compare(reference: &Model, candidate: &Model, opts: &ValidateOptions) -> Result<ValidationReport>
+//! pub struct ReferenceRun  // ReferenceRun::new(reference, like: Option<&Model>, opts): the reference run once
+//! pub fn compare_with_reference(reference: &ReferenceRun, candidate: &Model, tolerances: &Tolerances)
+//!     -> Result<ValidationReport>   // one reference run, any number of candidates (a pipeline's passes)
 //! pub fn evaluate(model: &Model, path: Option<&Path>, opts: &ValidateOptions) -> Result<EvaluationReport>
 //! pub fn prepare_samples(reference: &Model, candidate: Option<&Model>, opts: &ValidateOptions)
 //!     -> Result<(Vec<InputSpec>, Vec<Sample>)>
@@ -15,9 +18,21 @@
 //!
 //! - `ValidationReport`: serde `Serialize` (stable JSON: fields in declaration order, non-finite numbers as
 //!   the strings "inf" / "-inf" / "nan"), `Display` (a text table), `passed()`. A comparison that ran but
-//!   failed a tolerance returns `Ok(report)` with `passed() == false`; the CLI maps that to exit code 4. A
-//!   comparison that could not run (tract refuses a model, inputs do not fit, an int4 activation) returns
-//!   `Err(Error::Validate)`, also exit code 4, naming the node / op tract refused.
+//!   failed a tolerance returns `Ok(report)` with `passed() == false`; the CLI maps that, and only that, to
+//!   exit code 4. A comparison that could not run returns an error with exit code 5: `Error::CannotValidate`
+//!   when tract cannot load, type or run a model (a missing op, a failed shape analysis, a panic inside
+//!   tract), naming the model, the node and its ONNX op, plus a hint listing the symbolic dims left at the
+//!   default when typing failed or tract panicked; `Error::Validate` for the other reasons (an int4 activation, outputs that do
+//!   not match).
+//!
+//! # Control flow
+//! When a model's main graph holds `If` nodes, each sample specialises it for the run of `compare` and
+//! `evaluate` (`specialize.rs`; `run_model` and the calibrator run the model as it is): a
+//! condition computable from the sample (an input, a constant, or a cone of nodes tract runs, e.g. a shape
+//! test) is computed, the taken branch is inlined in place of the `If`, and nested `If`s brought up by it are
+//! handled the same way, so tract never types a dead branch. The report has one remark per `If` specialised
+//! (`reference: If 'name' specialised: condition true, then_branch inlined`); an `If` that could not be is
+//! left to tract with a remark saying why. The models given are never changed.
 //! - `EvaluationReport`: serde + `Display`.
 //!
 //! # Options (`ValidateOptions`, serde with defaults; unknown fields are an error)
@@ -54,6 +69,7 @@ mod metrics;
 pub mod npy;
 mod report;
 mod run;
+mod specialize;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -61,7 +77,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use calibrate::TractCalibrator;
-pub use compare::{compare, run_model, RunOutput};
+pub use compare::{compare, compare_with_reference, run_model, ReferenceRun, RunOutput};
 pub use evaluate::{evaluate, Accuracy, EvaluationReport, FileSize, Latency, ParamCount};
 pub use inputs::{prepare_samples, read_labels, read_tensor_file, InputSpec, Sample};
 pub use metrics::Metrics;

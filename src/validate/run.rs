@@ -14,19 +14,56 @@ use crate::ir::{DataType, Model, Tensor as IrTensor};
 use crate::validate::fold::fold_unsupported;
 use crate::validate::inputs::Sample;
 
-/// Run a tract step, turning errors and panics into `Error::Validate("<what>: <tract context chain>")`.
+/// Run a tract step, turning errors and panics into `Error::CannotValidate` ("<what>: <tract context chain>",
+/// with the node and op tract names in its chain).
 pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(Error::Validate(format!("{what}: {e:#}"))),
+        Ok(Err(e)) => Err(engine_error(format!("{what}: {e:#}"))),
         Err(p) => {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::Validate(format!("{what}: tract panicked: {msg}")))
+            Err(engine_error(format!("{what}: tract panicked: {msg}")))
         }
+    }
+}
+
+/// `Error::CannotValidate` from tract's error text: the node is the innermost `#<id> "<name>" <Op>` tract's
+/// context chain mentions (an `If` body's failing node rather than the `If`), the op as tract names it (the
+/// caller may replace it with the ONNX op of the node of that name, see `compare::name_model`).
+pub(crate) fn engine_error(msg: String) -> Error {
+    let mut node = None;
+    let mut op = None;
+    let mut rest = msg.as_str();
+    while let Some(i) = rest.find('#') {
+        let after = &rest[i + 1..];
+        let digits = after.bytes().take_while(|b| b.is_ascii_digit()).count();
+        let tail = &after[digits..];
+        if digits > 0 && tail.starts_with(" \"") {
+            if let Some(end) = tail[2..].find('"') {
+                node = Some(tail[2..2 + end].to_string());
+                let o: String = tail[2 + end + 1..]
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':' || *c == '.')
+                    .collect();
+                let o = o.trim_end_matches([':', '.']);
+                op = (!o.is_empty()).then(|| o.to_string());
+                rest = &tail[2 + end + 1..];
+                continue;
+            }
+        }
+        rest = after;
+    }
+    Error::CannotValidate {
+        model: None,
+        node,
+        op,
+        msg,
+        hint: None,
     }
 }
 
@@ -156,6 +193,8 @@ pub(crate) fn load(model: &Model, shapes: &[(String, DataType, Vec<usize>)]) -> 
     let bytes = crate::io::to_bytes(&model)?;
     let mut onnx = tract_onnx::onnx();
     let mut missing = std::collections::BTreeSet::new();
+    // the first in graph order is named in the error's fields, every one in its message
+    let mut first_missing = None;
     model.graph.walk(&mut |g| {
         for (_, n) in g.nodes() {
             if !onnx.op_register.0.contains_key(&n.op.op_type) {
@@ -167,16 +206,27 @@ pub(crate) fn load(model: &Model, shapes: &[(String, DataType, Vec<usize>)]) -> 
                 } else {
                     n.name().to_string()
                 };
-                missing.insert(format!("{} (node '{name}')", n.op.display()));
+                let entry = (n.op.display(), name);
+                if first_missing.is_none() {
+                    first_missing = Some(entry.clone());
+                }
+                missing.insert(entry);
             }
         }
     });
     if !missing.is_empty() {
-        let list: Vec<String> = missing.into_iter().collect();
-        return Err(Error::Validate(format!(
-            "tract 0.23.9 has no implementation of: {}",
-            list.join(", ")
-        )));
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(op, node)| format!("{op} (node '{node}')"))
+            .collect();
+        let (op, node) = first_missing.expect("not empty");
+        return Err(Error::CannotValidate {
+            model: None,
+            node: Some(node),
+            op: Some(op),
+            msg: format!("tract 0.23.9 has no implementation of: {}", list.join(", ")),
+            hint: None,
+        });
     }
     // Passes may leave value_info stale; tract infers every shape itself.
     onnx.ignore_value_info = true;
