@@ -41,12 +41,8 @@ fn opts(dims: &[(&str, i64)], default_dim: i64) -> ValidateOptions {
         default_dim,
         dims: dims.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         tolerances: Tolerances {
-            max_abs: None,
-            mean_abs: None,
-            min_cosine: None,
             min_sqnr_db: Some(MIN_SQNR_DB),
-            min_top1: None,
-            min_top5: None,
+            ..Tolerances::none()
         },
         attribution: false,
         ..Default::default()
