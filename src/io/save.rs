@@ -87,6 +87,9 @@ impl Source {
 /// Identifies a range of an input file, so tensors sharing it are written once.
 type RangeKey = (PathBuf, u64, u64);
 
+/// An external tensor found by the survey: (location, file, offset, length).
+type Found = (String, Arc<ExternalFile>, u64, u64);
+
 enum Content {
     /// An input data file copied byte for byte (nothing it holds changed).
     Verbatim(Arc<ExternalFile>),
@@ -145,7 +148,7 @@ pub(crate) struct DataPlan {
     files: BTreeMap<String, OutFile>,
     keep: HashMap<String, KeepRule>,
     /// Survey mode: record every external tensor and place nothing.
-    survey: Option<Vec<(String, Arc<ExternalFile>, u64, u64)>>,
+    survey: Option<Vec<Found>>,
     relocated: Vec<(String, String)>,
 }
 
@@ -282,7 +285,7 @@ impl DataPlan {
     /// `Keep` mode: decide every input location's fate from the survey of the model's external tensors.
     fn keep_layout(
         &mut self,
-        found: Vec<(String, Arc<ExternalFile>, u64, u64)>,
+        found: Vec<Found>,
         dir: &Path,
         out: &Path,
         input: Option<&Path>,
