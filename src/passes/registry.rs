@@ -93,8 +93,12 @@ fn options_of(p: &PassInfo) -> Vec<OptionInfo> {
 
 /// The text `onnx-rewrite passes` prints: each pass with its summary, then its options.
 pub fn listing() -> String {
+    listing_of(PASSES)
+}
+
+fn listing_of(passes: &[PassInfo]) -> String {
     let mut out = String::new();
-    for p in PASSES {
+    for p in passes {
         out.push_str(&format!("{:<20} {}\n", p.name, p.summary));
         let opts = options_of(p);
         if opts.is_empty() {
@@ -112,10 +116,14 @@ pub fn listing() -> String {
 
 /// The README's pass table (Markdown), generated from the same data.
 pub fn markdown() -> String {
+    markdown_of(PASSES)
+}
+
+fn markdown_of(passes: &[PassInfo]) -> String {
     let cell = |s: &str| s.replace('|', "\\|");
     let mut out =
         String::from("| pass | what it does | options (type, default): meaning |\n|---|---|---|\n");
-    for p in PASSES {
+    for p in passes {
         let opts: Vec<String> = options_of(p)
             .iter()
             .map(|o| {
@@ -210,6 +218,59 @@ mod tests {
         let m = usage("dce{a=[1}");
         assert!(m.contains("expected ',' or ']' at column 9"), "{m}");
         assert!(build("dce{}").is_ok() && build(" topo-sort ").is_ok());
+    }
+
+    crate::pass_options! {
+        /// Options of the example pass.
+        pub struct ExampleOptions {
+            /// Op types to rewrite.
+            ops: Vec<String> = vec!["Conv".into(), "MatMul".into()],
+            /// Node name patterns | left alone.
+            exclude: Vec<String> = vec![],
+            /// Target opset.
+            to: Option<u32> = None,
+        }
+    }
+
+    static EXAMPLE: &[PassInfo] = &[PassInfo {
+        name: "example",
+        summary: "an example",
+        options: describe::<ExampleOptions>,
+        make: |v| {
+            let _: ExampleOptions = parse(v)?;
+            Ok(Box::new(crate::passes::cleanup::Dce))
+        },
+    }];
+
+    #[test]
+    fn listing_and_markdown_show_options_from_the_struct() {
+        assert_eq!(
+            listing_of(EXAMPLE),
+            "example              an example\n\
+             \x20                      ops: list of string = [Conv,MatMul]\n\
+             \x20                          Op types to rewrite.\n\
+             \x20                      exclude: list of string = []\n\
+             \x20                          Node name patterns | left alone.\n\
+             \x20                      to: integer (optional) = unset\n\
+             \x20                          Target opset.\n"
+        );
+        let md = markdown_of(EXAMPLE);
+        assert!(
+            md.ends_with(
+                "| `example` | an example | `ops` (list of string, `[Conv,MatMul]`): Op types to rewrite.<br>\
+                 `exclude` (list of string, `[]`): Node name patterns \\| left alone.<br>\
+                 `to` (integer (optional), `unset`): Target opset. |\n"
+            ),
+            "{md}"
+        );
+        let e = match (EXAMPLE[0].make)(serde_json::json!({"ops": "Conv"})) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a string for a list is accepted"),
+        };
+        assert!(
+            e.contains("option 'ops'") && e.contains("expected a sequence"),
+            "{e}"
+        );
     }
 
     #[test]
