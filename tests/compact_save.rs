@@ -410,3 +410,33 @@ fn tensors_sharing_a_range_are_written_once() {
         .into_owned();
     assert!(a.same_content(&t1) && b.same_content(&t1));
 }
+
+#[test]
+fn data_files_in_sub_folders_are_packed_there() {
+    let m = io::load(&fixture()).unwrap();
+    let dir = common::tempdir();
+    let a = dir.path().join("a/m.onnx");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    io::save(
+        &m,
+        &a,
+        &SaveOptions {
+            external: ExternalMode::Threshold {
+                min_bytes: 1024,
+                location: Some("weights/w.bin".into()),
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(size(&dir.path().join("a/weights/w.bin")), 196608);
+    let mut m = io::load(&a).unwrap();
+    remove_matmul(&mut m, "mm2", "ext_w2");
+    let b = dir.path().join("b/m.onnx");
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    io::save(&m, &b, &keep()).unwrap();
+    assert_eq!(size(&dir.path().join("b/weights/w.bin")), 131072);
+    assert_eq!(size(&dir.path().join("a/weights/w.bin")), 196608);
+    let inline = dir.path().join("inline.onnx");
+    inline_copy(&m, &inline);
+    ort_same_outputs(&b, &inline);
+}

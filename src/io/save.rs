@@ -121,7 +121,12 @@ impl OutFile {
         if let Some(off) = key.as_ref().and_then(|k| self.index.get(k)) {
             return *off;
         }
-        let offset = self.end.div_ceil(ALIGN) * ALIGN;
+        // an empty tensor takes no room (and adds no padding)
+        let offset = if src.len() == 0 {
+            self.end
+        } else {
+            self.end.div_ceil(ALIGN) * ALIGN
+        };
         self.end = offset + src.len();
         if let Content::Packed(chunks) = &mut self.content {
             chunks.push((offset, src));
@@ -472,6 +477,13 @@ pub fn save(model: &Model, path: &Path, opts: &SaveOptions) -> Result<SaveReport
                 "saving would rewrite the input's external data file {}: save to another folder or pick another location",
                 dest.display()
             )));
+        }
+        // a location may name a sub-folder (`weights/model.bin`) of the output folder
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Write {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         match &file.content {
             Content::Verbatim(f) => {
