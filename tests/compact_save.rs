@@ -440,3 +440,44 @@ fn data_files_in_sub_folders_are_packed_there() {
     inline_copy(&m, &inline);
     ort_same_outputs(&b, &inline);
 }
+
+#[test]
+fn cli_run_dce_shrinks_the_data_file_and_says_where_it_went() {
+    // a model whose ext_w2 is still stored but no longer read: dce removes it
+    let mut m = io::load(&fixture()).unwrap();
+    let g = &m.graph;
+    let (id, n) = g.nodes().find(|(_, n)| n.name() == "mm2").unwrap();
+    let (x, y) = (n.input(0).unwrap(), n.output(0).unwrap());
+    let mut p = Patch::new("test-unlink");
+    p.replace_all_uses(y, x.into());
+    p.erase_node(id);
+    m.graph.apply(p).unwrap();
+    let dir = common::tempdir();
+    let input = dir.path().join("m.onnx");
+    io::save(&m, &input, &keep()).unwrap();
+    // nothing was removed from storage yet: the three weights are all still there
+    let in_bin = dir.path().join("external_data.bin");
+    assert_eq!(size(&in_bin), 196608);
+    let before = common::sha256(&in_bin);
+    let out = dir.path().join("small.onnx");
+    let (code, stdout, err) = common::cli(&[
+        "run",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "-p",
+        "dce",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("ext_w2"), "{stdout}");
+    assert!(
+        err.contains("external data 'external_data.bin' written as 'small.data'"),
+        "{err}"
+    );
+    assert_eq!(size(&dir.path().join("small.data")), 131072);
+    assert_eq!(before, common::sha256(&in_bin));
+    checker(&[&out]);
+    let inline = dir.path().join("inline.onnx");
+    inline_copy(&io::load(&out).unwrap(), &inline);
+    ort_same_outputs(&out, &inline);
+    ort_same_outputs(&input, &inline);
+}
