@@ -8,10 +8,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::ir::Model;
 use crate::passes::{DriftMeasure, DriftSummary, OutputDrift};
-use crate::validate::compare::run_model;
-use crate::validate::inputs::{prepare_samples, Sample};
 use crate::validate::metrics::{classifier_classes, Acc};
-use crate::validate::ValidateOptions;
+use crate::validate::{prepare_samples, run_model, Sample, ValidateOptions};
 
 /// One graph output of the original on one sample.
 struct RefOutput {
