@@ -153,6 +153,15 @@ fn split_specs(specs: &[String]) -> Vec<String> {
     specs.iter().flat_map(|s| passes::spec::split(s)).collect()
 }
 
+/// Tell where external data went when it could not keep its name (it would have overwritten an input file).
+fn say_relocated(r: &io::SaveReport) {
+    for (from, to) in &r.relocated {
+        eprintln!(
+            "external data '{from}' written as '{to}' (the input's data file is never rewritten)"
+        );
+    }
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::Refused(e.to_string()))? + "\n";
@@ -195,11 +204,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let m = io::load(&input)?;
             let r = io::save(&m, &output, &data.save_options())?;
             eprintln!("wrote {} ({} bytes)", output.display(), r.model_bytes);
-            for (from, to) in &r.relocated {
-                eprintln!(
-                    "external data '{from}' written as '{to}' (the input's data file is never rewritten)"
-                );
-            }
+            say_relocated(&r);
             for (loc, n) in r.data_files {
                 eprintln!("wrote {loc} ({n} bytes)");
             }
@@ -255,12 +260,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     return Ok(4);
                 }
             }
-            let r = io::save(&m, &output, &data.save_options())?;
-            for (from, to) in r.relocated {
-                eprintln!(
-                    "external data '{from}' written as '{to}' (the input's data file is never rewritten)"
-                );
-            }
+            say_relocated(&io::save(&m, &output, &data.save_options())?);
         }
         Command::Validate {
             reference,
