@@ -73,8 +73,15 @@ pub enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// List the available passes with their options.
-    Passes,
+    /// List the available passes with their options (types, defaults, meaning).
+    Passes {
+        /// Print JSON instead of text.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print the Markdown table of the README.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Run two models on the same inputs through tract and report drift; exit 4 past the tolerances, 5 when
     /// tract cannot load, type or run a model.
     Validate {
@@ -145,29 +152,18 @@ impl DataArgs {
     }
 }
 
-/// Split `a,b{x=1,y=2},c` at top-level commas.
+/// Split each `-p` argument (`a,b{x=[1,2]},c`) at the commas outside braces, brackets and quotes.
 fn split_specs(specs: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in specs {
-        let (mut depth, mut cur) = (0, String::new());
-        for c in s.chars() {
-            match c {
-                '{' => depth += 1,
-                '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    out.push(std::mem::take(&mut cur));
-                    continue;
-                }
-                _ => {}
-            }
-            cur.push(c);
-        }
-        out.push(cur);
+    specs.iter().flat_map(|s| passes::spec::split(s)).collect()
+}
+
+/// Tell where external data went when it could not keep its name (it would have overwritten an input file).
+fn say_relocated(r: &io::SaveReport) {
+    for (from, to) in &r.relocated {
+        eprintln!(
+            "external data '{from}' written as '{to}' (the input's data file is never rewritten)"
+        );
     }
-    out.into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
@@ -212,6 +208,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let m = io::load(&input)?;
             let r = io::save(&m, &output, &data.save_options())?;
             eprintln!("wrote {} ({} bytes)", output.display(), r.model_bytes);
+            say_relocated(&r);
             for (loc, n) in r.data_files {
                 eprintln!("wrote {loc} ({n} bytes)");
             }
@@ -232,7 +229,22 @@ pub fn run(cli: Cli) -> Result<i32> {
             let before = if diff || check { Some(m.clone()) } else { None };
             let specs = split_specs(&specs);
             let specs: Vec<&str> = specs.iter().map(|s| s.as_str()).collect();
-            let reports = passes::run_pipeline(&mut m, &specs, &PipelineOptions { stop_after })?;
+            // the services a pass may ask for: calibration and drift on the samples the input flags describe
+            let sample_opts = inputs.options()?;
+            let mut cx = passes::PassContext {
+                calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
+                    sample_opts.clone(),
+                ))),
+                drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
+                progress: Box::new(passes::StderrProgress::new()),
+            };
+            let reports = passes::run_pipeline_with(
+                &mut m,
+                &specs,
+                &PipelineOptions { stop_after },
+                &mut cx,
+            )?;
+            drop(cx);
             for r in &reports {
                 print!("{r}");
             }
@@ -257,7 +269,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
             // Written only once validation (if asked) passed: a failed run leaves no file behind.
-            io::save(&m, &output, &data.save_options())?;
+            say_relocated(&io::save(&m, &output, &data.save_options())?);
             if let Some(path) = report {
                 write_json(&path, &reports)?;
             }
@@ -302,12 +314,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             let r = crate::validate::evaluate(&io::load(&model)?, Some(&model), &opts)?;
             show(&r, json);
         }
-        Command::Passes => {
-            for p in passes::PASSES {
-                println!("{:<20} {}", p.name, p.summary);
-                for (k, doc) in p.options {
-                    println!("{:<20}   {k}: {doc}", "");
-                }
+        Command::Passes { json, markdown } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&passes::registry::to_json())
+                        .expect("pass docs serialise")
+                );
+            } else if markdown {
+                print!("{}", passes::registry::markdown());
+            } else {
+                print!("{}", passes::registry::listing());
             }
         }
     }

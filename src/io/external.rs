@@ -4,7 +4,7 @@
 //! symlink that leads out of the folder. Offset and length are checked against the file's size at load; the
 //! bytes are mapped on first use.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -19,9 +19,18 @@ pub struct ExternalFile {
     pub path: PathBuf,
     pub len: u64,
     map: OnceLock<Bytes>,
+    /// The (offset, length) ranges the model loaded with this file referenced: a save compares the live
+    /// tensors against them to tell an untouched file (copied as it is) from one that changed (packed).
+    loaded: OnceLock<BTreeSet<(u64, u64)>>,
 }
 
 impl ExternalFile {
+    /// The ranges the loaded model referenced (empty for a file no load registered ranges in).
+    pub fn loaded_ranges(&self) -> &BTreeSet<(u64, u64)> {
+        static EMPTY: BTreeSet<(u64, u64)> = BTreeSet::new();
+        self.loaded.get().unwrap_or(&EMPTY)
+    }
+
     /// `length` bytes at `offset` (checked against the size seen at load).
     pub fn slice(&self, offset: u64, length: u64) -> Result<Bytes> {
         let map = match self.map.get() {
@@ -51,6 +60,7 @@ impl ExternalFile {
 pub struct Resolver {
     base: Option<PathBuf>,
     files: HashMap<String, Arc<ExternalFile>>,
+    ranges: HashMap<String, BTreeSet<(u64, u64)>>,
 }
 
 impl Resolver {
@@ -59,6 +69,23 @@ impl Resolver {
         Resolver {
             base: base.map(Path::to_path_buf),
             files: HashMap::new(),
+            ranges: HashMap::new(),
+        }
+    }
+
+    /// Record that a tensor of the model being loaded reads `length` bytes at `offset` of `location`.
+    pub fn note(&mut self, location: &str, offset: u64, length: u64) {
+        self.ranges
+            .entry(location.to_string())
+            .or_default()
+            .insert((offset, length));
+    }
+
+    /// End of the load: hand every file the ranges the model referenced in it.
+    pub fn finish(mut self) {
+        for (location, file) in &self.files {
+            let ranges = self.ranges.remove(location).unwrap_or_default();
+            let _ = file.loaded.set(ranges);
         }
     }
 
@@ -95,6 +122,7 @@ impl Resolver {
             path,
             len: meta.len(),
             map: OnceLock::new(),
+            loaded: OnceLock::new(),
         });
         self.files.insert(location.to_string(), file.clone());
         Ok(file)

@@ -545,6 +545,7 @@ impl Importer<'_> {
                 format!("external data '{location}' offset {offset} is past the end of the file ({} bytes)", file.len)
             })?,
         };
+        self.resolver.note(&location, offset, length);
         Ok(crate::ir::tensor::ExternalRef {
             entries: meta(entries.to_vec()),
             location,

@@ -47,6 +47,7 @@ fn decode(bytes: Bytes, base: Option<&Path>) -> Result<Model> {
         resolver: &mut resolver,
     }
     .model(proto)?;
+    resolver.finish();
     check_acyclic(&model.graph)?;
     Ok(model)
 }

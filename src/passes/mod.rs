@@ -1,13 +1,17 @@
-//! Passes: the `Pass` trait, reports with per-node remarks, the registry and the pipeline.
+//! Passes: the `Pass` trait, reports with per-node remarks, the registry and the pipeline; the services a pass
+//! may use (`PassContext`: calibrator, drift measure, progress), options structs and pass specs.
 //!
 //! A pass reads the model, builds `Patch`es and applies them; whether it changed anything comes from the
 //! `ChangeLog`s those patches returned, never from counting nodes.
 
 pub mod cleanup;
+pub mod context;
 pub mod fold;
+pub mod options;
 pub mod pipeline;
 pub mod quantize;
 pub mod registry;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +21,11 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::ir::{ChangeLog, Model};
 
-pub use pipeline::{run_pipeline, PipelineOptions};
+pub use context::{
+    DriftMeasure, DriftSummary, NoProgress, OutputDrift, PassContext, Progress, StderrProgress,
+};
+pub use options::{OptionDoc, OptionInfo, OptionType, PassOptions};
+pub use pipeline::{run_passes, run_pipeline, run_pipeline_with, PipelineOptions};
 pub use registry::{lookup, PassInfo, PASSES};
 
 /// What happened at one node.
@@ -94,13 +102,6 @@ impl fmt::Display for PassReport {
         }
         Ok(())
     }
-}
-
-/// Shared state for a pipeline run.
-#[derive(Clone, Debug, Default)]
-pub struct PassContext {
-    /// Verify the graph after the pass (the pipeline does this regardless).
-    pub verbose: bool,
 }
 
 pub trait Pass {

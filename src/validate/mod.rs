@@ -14,6 +14,7 @@
 //!     -> Result<(Vec<InputSpec>, Vec<Sample>)>
 //! pub fn run_model(model: &Model, sample: &Sample) -> Result<RunOutput>   // outputs as IR tensors
 //! pub struct TractCalibrator  // impl passes::quantize::calibrate::Calibrator
+//! pub struct TractDrift       // impl passes::DriftMeasure: the original's outputs computed once, then cached
 //! ```
 //!
 //! - `ValidationReport`: serde `Serialize` (stable JSON: fields in declaration order, non-finite numbers as
@@ -62,6 +63,7 @@
 
 mod calibrate;
 mod compare;
+mod drift;
 mod evaluate;
 mod fold;
 mod inputs;
@@ -78,6 +80,7 @@ use serde::{Deserialize, Serialize};
 
 pub use calibrate::TractCalibrator;
 pub use compare::{compare, compare_with_reference, run_model, ReferenceRun, RunOutput};
+pub use drift::TractDrift;
 pub use evaluate::{evaluate, Accuracy, EvaluationReport, FileSize, Latency, ParamCount};
 pub use inputs::{prepare_samples, read_labels, read_tensor_file, InputSpec, Sample};
 pub use metrics::Metrics;

@@ -2,15 +2,14 @@
 //! through a subgraph that captures them) are erased, then initializers nothing reads. Subgraphs first, so a
 //! branch that stops reading an outer value frees it in the enclosing graph.
 
-use serde::Deserialize;
-
 use crate::error::Result;
 use crate::ir::{Graph, Model, NodeId, Patch, UseSlot, ValueDef, ValueId};
 use crate::passes::{Outcome, Pass, PassContext, PassReport};
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DceOptions {}
+crate::pass_options! {
+    /// The pass takes no options.
+    pub struct DceOptions {}
+}
 
 pub struct Dce;
 

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
 use crate::error::Result;
 use crate::ir::{Graph, Model, Patch, SiteMut, ValueId};
 use crate::passes::{Outcome, Pass, PassContext, PassReport};
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DedupOptions {}
+crate::pass_options! {
+    /// The pass takes no options.
+    pub struct DedupOptions {}
+}
 
 pub struct DedupInitializers;
 

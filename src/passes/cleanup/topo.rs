@@ -1,16 +1,15 @@
 //! Topological sort: reorder nodes so every node comes after its producers, moving as few as possible (stable:
 //! ties keep the original order). A graph already in order is left untouched.
 
-use serde::Deserialize;
-
 use crate::error::{Error, Result};
 use crate::ir::order::stable_topo;
 use crate::ir::{Model, Patch};
 use crate::passes::{Pass, PassContext, PassReport};
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopoSortOptions {}
+crate::pass_options! {
+    /// The pass takes no options.
+    pub struct TopoSortOptions {}
+}
 
 pub struct TopoSort;
 

@@ -18,8 +18,6 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
-
 use crate::error::Result;
 use crate::ir::ops::{BatchNormView, ConvView, GemmView};
 use crate::ir::{
@@ -30,9 +28,10 @@ use crate::passes::{Outcome, Pass, PassContext, PassReport};
 
 const PASS: &str = "fold-batchnorm";
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FoldBatchNormOptions {}
+crate::pass_options! {
+    /// The pass takes no options.
+    pub struct FoldBatchNormOptions {}
+}
 
 pub struct FoldBatchNorm;
 

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
-
 use crate::error::Result;
 use crate::ir::{Graph, Model, NodeId, Patch, UseSlot};
 use crate::passes::fold::weights::{self, OuterConstants};
@@ -13,9 +11,10 @@ use crate::passes::{Outcome, Pass, PassContext, PassReport};
 
 const PASS: &str = "eliminate-identity";
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EliminateIdentityOptions {}
+crate::pass_options! {
+    /// The pass takes no options.
+    pub struct EliminateIdentityOptions {}
+}
 
 pub struct EliminateIdentity;
 
