@@ -4,6 +4,7 @@
 //! `ChangeLog`s those patches returned, never from counting nodes.
 
 pub mod cleanup;
+pub mod convert;
 pub mod pipeline;
 pub mod quantize;
 pub mod registry;
