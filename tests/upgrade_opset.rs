@@ -74,6 +74,19 @@ fn assert_same_outputs(original: &Path, converted: &Path, input_args: &[&str]) -
     let v: serde_json::Value = serde_json::from_str(&python(&args)).unwrap();
     let outs = v["outputs"].as_object().unwrap();
     assert!(!outs.is_empty());
+    let identical = outs
+        .values()
+        .filter(|r| r["identical"].as_bool() == Some(true))
+        .count();
+    let worst = outs
+        .values()
+        .filter_map(|r| r["rel"].as_f64())
+        .fold(0.0, f64::max);
+    eprintln!(
+        "{}: {identical}/{} outputs bit-identical, worst relative difference {worst:e}",
+        converted.display(),
+        outs.len()
+    );
     for (name, r) in outs {
         let rel = r["rel"].as_f64().unwrap_or(f64::INFINITY);
         let float = r["dtype"].as_str().is_some_and(|d| d.starts_with("float"));
@@ -203,8 +216,8 @@ fn real_models_and_fixtures_upgrade_to_13_and_21() {
         "upgraded {upgraded}, downgrades refused {downgrades}, signatures compared with onnx.version_converter: {compared}; it refused:\n  {}",
         refused_by_onnx.join("\n  ")
     );
-    // 9 real models + 9 fixtures: opset 11/12/13 sources go to 13, everything below 21 goes to 21
-    assert!(upgraded >= 20, "{upgraded}");
+    // 9 real models + 8 fixtures: the three below 13 go to 13, the 16 below 21 go to 21
+    assert!(upgraded >= 19, "{upgraded}");
     assert!(compared >= 10, "{compared}");
 }
 
@@ -232,7 +245,7 @@ fn roundtrip_oracle(m: &Model, name: &str, targets: &[i64]) -> Vec<Model> {
         files.push(p);
         out.push(c);
     }
-    files.push(orig);
+    // (the original is only run: the checker refuses some old forms, e.g. GroupNormalization-18)
     check(&files, &[]);
     out
 }
@@ -434,7 +447,7 @@ fn if_branches_are_converted_with_local_constants() {
             1,
         )[0];
         let s = b.node("Softmax", &[u], vec![Attribute::int("axis", 1)], 1)[0];
-        b.output(s, DataType::FLOAT, &[]);
+        b.output(s, DataType::FLOAT, &["?", "?", "?"]);
         b.build()
     };
     let mut b = GraphBuilder::new("g");
@@ -451,7 +464,7 @@ fn if_branches_are_converted_with_local_constants() {
             Attribute::graph("else_branch", branch("else_branch", 2)),
         ],
     )[0];
-    b.output(y, DataType::FLOAT, &[]);
+    b.output(y, DataType::FLOAT, &["?", "?", "?"]);
     let mut g = b.build();
     // the If captures x
     let mut p = onnx_rewrite::ir::Patch::new("t");

@@ -10,6 +10,7 @@
 //! Downgrades are a usage error; custom domains are untouched.
 
 mod axes;
+mod facts;
 mod norm;
 mod resize;
 mod scalars;
@@ -313,9 +314,10 @@ impl Cx<'_> {
         self.constant(node, Tensor::from_i64("", vec![v.len() as i64], v))
     }
 
-    /// The declared element type of `v` (graph input/output/value_info, initializer, Constant).
+    /// The element type of `v`: declared (graph input/output/value_info, initializer, Constant) or following
+    /// from its producer.
     pub fn dtype(&self, v: ValueId) -> Option<DataType> {
-        declared_dtype(self.g, v)
+        facts::known_dtype(self.g, v, 0)
     }
 
     /// The declared shape of `v` when every dim is a number or a symbol; `None` dims are unknown.

@@ -6,8 +6,9 @@
 
 use crate::error::Result;
 use crate::ir::ops::{SoftmaxView, SOFTMAX_ONE_AXIS_SINCE};
-use crate::ir::{AttrList, Attribute, Graph, Node, NodeId, OpKey, ValueId};
-use crate::passes::convert::{declared_dims, Cx};
+use crate::ir::{Attribute, Node, NodeId, OpKey};
+use crate::passes::convert::facts::known_rank;
+use crate::passes::convert::Cx;
 
 pub(super) fn softmax(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<String>> {
     if !cx.crosses(SOFTMAX_ONE_AXIS_SINCE) {
@@ -70,95 +71,4 @@ pub(super) fn softmax(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<Str
         v.axis,
         rank.map_or_else(|| "input rank unknown".to_string(), |r| format!("rank {r}"))
     )))
-}
-
-/// The rank of `v` when the graph says it: a declared shape, a constant, or a producer whose output rank
-/// follows from its inputs' (element-wise ops, MatMul, Gemm, Flatten, Reshape to a constant shape, ...).
-pub(crate) fn known_rank(g: &Graph, v: ValueId, depth: usize) -> Option<i64> {
-    if let Some(d) = declared_dims(g, v) {
-        return Some(d.len() as i64);
-    }
-    if depth > 64 {
-        return None;
-    }
-    let (_, n) = g.producer(v)?;
-    let op = n.op.op_type.as_str();
-    if !n.op.is_default_domain() || n.output(0) != Some(v) {
-        return None;
-    }
-    let input_rank = |i: usize| n.input(i).and_then(|x| known_rank(g, x, depth + 1));
-    match op {
-        "Relu"
-        | "Sigmoid"
-        | "Tanh"
-        | "Exp"
-        | "Log"
-        | "Neg"
-        | "Abs"
-        | "Sqrt"
-        | "Erf"
-        | "Identity"
-        | "Cast"
-        | "Clip"
-        | "Softmax"
-        | "LogSoftmax"
-        | "HardSigmoid"
-        | "HardSwish"
-        | "LeakyRelu"
-        | "Elu"
-        | "Selu"
-        | "Softplus"
-        | "Gelu"
-        | "Dropout"
-        | "BatchNormalization"
-        | "LayerNormalization"
-        | "Conv"
-        | "ConvTranspose"
-        | "MaxPool"
-        | "AveragePool"
-        | "GlobalAveragePool"
-        | "GlobalMaxPool"
-        | "Transpose"
-        | "Floor"
-        | "Ceil"
-        | "Reciprocal"
-        | "Not"
-        | "PRelu"
-        | "InstanceNormalization"
-        | "Resize"
-        | "Pad"
-        | "Tile" => input_rank(0),
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Where" | "Equal" | "Less" | "Greater" | "And"
-        | "Or" | "Max" | "Min" | "Sum" | "Mean" => {
-            let mut r = 0;
-            for i in 0..n.inputs.len() {
-                r = r.max(input_rank(i)?);
-            }
-            Some(r)
-        }
-        "MatMul" => {
-            let (a, b) = (input_rank(0)?, input_rank(1)?);
-            match (a, b) {
-                (1, 1) => Some(0),
-                (1, b) => Some(b - 1),
-                (a, 1) => Some(a - 1),
-                (a, b) => Some(a.max(b)),
-            }
-        }
-        "Gemm" | "Flatten" => Some(2),
-        "Concat" => input_rank(0),
-        "Reshape" => {
-            let s = g.constant(n.input(1)?)?;
-            (s.dims.len() == 1).then(|| s.dims[0])
-        }
-        "Unsqueeze" | "Squeeze" => {
-            let r = input_rank(0)?;
-            let k = match n.get_ints("axes").ok()? {
-                Some(a) => a.len() as i64,
-                None => g.constant(n.input(1)?)?.numel().ok()? as i64,
-            };
-            Some(if op == "Unsqueeze" { r + k } else { r - k })
-        }
-        _ => None,
-    }
 }
