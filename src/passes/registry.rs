@@ -42,21 +42,21 @@ pub static PASSES: &[PassInfo] = &[
         },
     },
     PassInfo {
-        name: "upgrade-opset",
-        summary: "raise the ai.onnx opset to `to` (<= 21) and the IR version with it, converting every operator whose signature changed",
-        options: &[("to", "target ai.onnx opset, at least the model's and at most 21 (required)")],
-        make: |v| {
-            let o: crate::passes::convert::UpgradeOpsetOptions = options("upgrade-opset", v)?;
-            Ok(Box::new(crate::passes::convert::UpgradeOpset::new(o)?))
-        },
-    },
-    PassInfo {
         name: "topo-sort",
         summary: "order nodes topologically, keeping the original order where it is already valid",
         options: &[],
         make: |v| {
             let _: TopoSortOptions = options("topo-sort", v)?;
             Ok(Box::new(TopoSort))
+        },
+    },
+    PassInfo {
+        name: "upgrade-opset",
+        summary: "raise the ai.onnx opset (and the IR version) to `to`, converting every operator whose signature changed",
+        options: &[("to", "target ai.onnx opset, at least the model's and at most 21 (required)")],
+        make: |v| {
+            let o: crate::passes::convert::UpgradeOpsetOptions = options("upgrade-opset", v)?;
+            Ok(Box::new(crate::passes::convert::UpgradeOpset::new(o)?))
         },
     },
 ];

@@ -147,7 +147,14 @@ impl Pass for UpgradeOpset {
                 }
             }
             model.set_opset("", to);
-            report.changed |= to != from;
+            if to != from {
+                report.remark(
+                    "model",
+                    Outcome::Applied,
+                    format!("ai.onnx opset {from} -> {to}"),
+                );
+                report.changed = true;
+            }
         }
         let need = ir_version_for_opset(to);
         if model.ir_version.is_none_or(|v| v < need) {
@@ -449,6 +456,52 @@ mod tests {
             "only the opset and IR version move"
         );
         assert_eq!(m.ir_version, Some(10));
+    }
+
+    #[test]
+    fn function_bodies_are_converted_with_constant_nodes() {
+        let mut b = GraphBuilder::new("f");
+        let x = b.outer("x");
+        let y = b.node("Unsqueeze", &[x], vec![Attribute::ints("axes", vec![0])], 1)[0];
+        b.output(y, DataType::FLOAT, &[]);
+        let body = b.build();
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["2"]);
+        let y = b.node("Relu", &[x], vec![], 1)[0];
+        b.output(y, DataType::FLOAT, &["2"]);
+        let mut m = model(b.build(), 11);
+        m.functions.push(crate::ir::Function {
+            name: Some("f".into()),
+            domain: Some("local".into()),
+            overload: None,
+            attribute: vec![],
+            attribute_proto: vec![],
+            body,
+            opset_import: vec![crate::ir::OpsetId {
+                domain: Some(String::new()),
+                version: Some(11),
+            }],
+            doc_string: None,
+            metadata_props: vec![],
+        });
+        let r = run(&mut m, 13).unwrap();
+        let f = &m.functions[0];
+        assert_eq!(f.opset_import[0].version, Some(13));
+        let ops: Vec<&str> = f.body.nodes().map(|(_, n)| n.op.op_type.as_str()).collect();
+        assert_eq!(ops, ["Constant", "Unsqueeze"]);
+        let (_, u) = f.body.nodes().nth(1).unwrap();
+        assert_eq!(
+            f.body
+                .constant(u.input(1).unwrap())
+                .unwrap()
+                .to_i64_vec()
+                .unwrap(),
+            [0]
+        );
+        assert!(
+            r.remarks.iter().any(|x| x.at == "function f/unsqueeze_0"),
+            "{r}"
+        );
     }
 
     #[test]
