@@ -10,8 +10,9 @@
         Inputs: float ~ N(0, 1), integers uniform in --range (default [0, 2)), bool uniform; shapes from the
         model with symbolic dims from --dim (default 1) or the whole shape from --shape; --fill gives every
         element one value (e.g. a sample rate).
-    ort_equal.py signatures ORIGINAL CANDIDATE TO
-        Convert ORIGINAL with onnx.version_converter.convert_version(model, TO) and print JSON {"converted":
+    ort_equal.py signatures ORIGINAL CANDIDATE TO [--save-theirs PATH]
+        Convert ORIGINAL with onnx.version_converter.convert_version(model, TO) (saved to PATH if asked, so
+        its outputs can be compared too) and print JSON {"converted":
         bool, "error": str, "ours": [...], "theirs": [...]}: the sorted operator signatures (domain, op type,
         number of inputs, sorted attribute names) of every node in every graph, Constant nodes excluded (they
         store arguments, which we store as initializers in the main graph).
@@ -137,6 +138,8 @@ def signatures(argv):
     try:
         theirs = version_converter.convert_version(onnx.load(orig), to)
         res["theirs"] = sorted(sigs(theirs.graph, []))
+        if len(argv) > 4 and argv[3] == "--save-theirs":
+            onnx.save(theirs, argv[4])
         res["converted"] = True
     except Exception as e:  # the converter refuses many models; the caller reports which
         res["error"] = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

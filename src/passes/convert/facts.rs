@@ -71,18 +71,25 @@ pub(crate) fn known_dtype(g: &Graph, v: ValueId, depth: usize) -> Option<DataTyp
     }
     let op = n.op.op_type.as_str();
     let input = |i: usize| n.input(i).and_then(|x| known_dtype(g, x, depth + 1));
-    if SAME_AS_INPUT.contains(&op)
-        || BROADCAST.contains(&op)
-        || op == "MatMul"
-        || op == "Gemm"
-        || op == "Flatten"
-        || op == "Reshape"
-        || op == "Concat"
-        || op == "Squeeze"
-        || op == "Unsqueeze"
-        || op == "Resize"
-        || op == "Upsample"
-    {
+    // element type of the first input, whatever happens to the shape
+    const KEEP_TYPE: &[&str] = &[
+        "MatMul",
+        "Gemm",
+        "Flatten",
+        "Reshape",
+        "Concat",
+        "Squeeze",
+        "Unsqueeze",
+        "Resize",
+        "Upsample",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Slice",
+        "Split",
+        "Expand",
+    ];
+    if SAME_AS_INPUT.contains(&op) || BROADCAST.contains(&op) || KEEP_TYPE.contains(&op) {
         return input(0);
     }
     match op {

@@ -116,6 +116,7 @@ pub(super) fn upsample(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<St
         return Ok(Some("scales: attribute -> input (opset 9)".into()));
     }
     cx.patch.set_op(id, OpKey::onnx("Resize"));
+    cx.patch.set_attr(id, Attribute::string("mode", &mode));
     if cx.to >= 11 {
         to_resize11(cx, id, node, scales)?;
     } else {
