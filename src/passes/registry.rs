@@ -53,7 +53,7 @@ pub static PASSES: &[PassInfo] = &[
     PassInfo {
         name: "upgrade-opset",
         summary: "raise the ai.onnx opset (and the IR version) to `to`, converting every operator whose signature changed",
-        options: &[("to", "target ai.onnx opset, at least the model's and at most 21 (required)")],
+        options: &[("to", "target ai.onnx opset, at least the model's and at most 21 (default 21)")],
         make: |v| {
             let o: crate::passes::convert::UpgradeOpsetOptions = options("upgrade-opset", v)?;
             Ok(Box::new(crate::passes::convert::UpgradeOpset::new(o)?))

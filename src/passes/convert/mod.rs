@@ -35,8 +35,13 @@ pub const MIN_SOURCE_OPSET: i64 = 7;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeOpsetOptions {
-    /// Target ai.onnx opset (at least the model's, at most 21).
+    /// Target ai.onnx opset (at least the model's, at most 21; default 21).
+    #[serde(default = "newest")]
     pub to: i64,
+}
+
+fn newest() -> i64 {
+    MAX_OPSET
 }
 
 pub struct UpgradeOpset {
