@@ -329,7 +329,7 @@ impl Cx<'_> {
     /// The element type of `v`: declared (graph input/output/value_info, initializer, Constant) or following
     /// from its producer.
     pub fn dtype(&self, v: ValueId) -> Option<DataType> {
-        facts::known_dtype(self.g, v, 0)
+        facts::known_dtype(self.g, v)
     }
 
     /// The declared shape of `v` when every dim is a number or a symbol; `None` dims are unknown.

@@ -18,7 +18,7 @@ pub(super) fn softmax(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<Str
         return Ok(None);
     };
     let op = node.op.op_type.clone();
-    let rank = known_rank(cx.g, v.x, 0);
+    let rank = known_rank(cx.g, v.x);
     let axis = match rank {
         Some(r) if v.axis < 0 => v.axis + r,
         _ => v.axis,
