@@ -622,7 +622,7 @@ fn usage_errors() {
     let e = upgrade(&mut m, 13).unwrap_err();
     assert!(matches!(e, Error::Usage(_)), "{e}");
     for spec in [
-        "upgrade-opset",
+        "upgrade-opset{to=0}",
         "upgrade-opset{to=22}",
         "upgrade-opset{to=x}",
         "upgrade-opset{to=13,from=1}",
@@ -638,4 +638,7 @@ fn usage_errors() {
     )
     .unwrap();
     assert!(!reports[0].changed, "{}", reports[0]);
+    // no option: the newest opset the pass knows
+    run_pipeline(&mut m, &["upgrade-opset"], &PipelineOptions::default()).unwrap();
+    assert_eq!((m.opset(""), m.ir_version), (Some(21), Some(10)));
 }
