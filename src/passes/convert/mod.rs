@@ -253,7 +253,8 @@ fn convert_node(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<String>> 
         "GroupNormalization" => norm::groupnorm(cx, id, node),
         "Upsample" => resize::upsample(cx, id, node),
         "Resize" => resize::resize(cx, id, node),
-        "Scatter" if cx.crosses(11) => {
+        // deprecated from opset 11 (a model at 11+ that still uses it is converted too)
+        "Scatter" if cx.to >= 11 => {
             cx.patch.set_op(id, OpKey::onnx("ScatterElements"));
             Ok(Some(
                 "Scatter -> ScatterElements (Scatter is deprecated at opset 11)".into(),

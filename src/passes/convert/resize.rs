@@ -98,7 +98,8 @@ fn to_resize11(cx: &mut Cx, id: NodeId, node: &Node, scales: Scales) -> Result<(
 }
 
 pub(super) fn upsample(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<String>> {
-    if !cx.crosses(9) && !cx.crosses(10) {
+    // Upsample is deprecated from opset 10 (a model at 10+ that still uses it is converted too)
+    if cx.to < 10 && !cx.crosses(9) {
         return Ok(None);
     }
     let mode = node.get_string("mode")?.unwrap_or_else(|| "nearest".into());
