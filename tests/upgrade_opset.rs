@@ -567,6 +567,38 @@ fn clip_bounds_of_an_untyped_value_are_cast_like_the_data() {
     assert_eq!(ops(&out[0]).iter().filter(|o| *o == "CastLike").count(), 2);
 }
 
+/// Guard the guard: raising only the opset number (what `Model::set_opset` does) changes what a pre-13 Softmax
+/// over a non-last axis computes, and the oracle sees it; the pass gives the original numbers.
+#[test]
+fn bumping_the_number_alone_changes_outputs_and_the_oracle_sees_it() {
+    let mut b = GraphBuilder::new("g");
+    let x = b.input("x", DataType::FLOAT, &["2", "3", "4"]);
+    let y = b.node("Softmax", &[x], vec![Attribute::int("axis", 1)], 1)[0];
+    b.output(y, DataType::FLOAT, &["2", "3", "4"]);
+    let mut m = model(b.build(), 12);
+    m.ir_version = Some(7);
+    let dir = common::tempdir();
+    let (orig, naive) = (dir.path().join("o.onnx"), dir.path().join("naive.onnx"));
+    io::save(&m, &orig, &SaveOptions::default()).unwrap();
+    let mut bumped = m.clone();
+    bumped.set_opset("", 13);
+    io::save(&bumped, &naive, &SaveOptions::default()).unwrap();
+    let args = [
+        tool("ort_equal.py"),
+        "outputs".into(),
+        orig.to_string_lossy().into(),
+        naive.to_string_lossy().into(),
+    ];
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let v: serde_json::Value = serde_json::from_str(&python(&args)).unwrap();
+    let rel = v["outputs"]["softmax_0_out0"]["rel"].as_f64().unwrap();
+    assert!(
+        rel > 1e-2,
+        "a one-axis softmax should differ from the opset-12 one over the trailing block: {v}"
+    );
+    roundtrip_oracle(&m, "softmax12", &[13]);
+}
+
 #[test]
 fn refusals_name_the_node() {
     let refuse = |op: &str, attrs: Vec<Attribute>, n_out: usize, opset: i64, to: i64| {
