@@ -84,82 +84,84 @@ impl Pass for UpgradeOpset {
     fn run(&self, model: &mut Model, _cx: &mut PassContext) -> Result<PassReport> {
         let mut report = PassReport::new(self.name());
         let to = self.to;
-        let from = match model.opset("") {
-            Some(v) => v,
-            None => {
-                let mut uses_onnx = false;
-                model
-                    .graph
-                    .walk(&mut |g| uses_onnx |= g.nodes().any(|(_, n)| n.op.is_default_domain()));
-                if uses_onnx {
-                    return Err(Error::Pass {
-                        pass: PASS.into(),
-                        msg: "the model uses ai.onnx operators but imports no ai.onnx opset".into(),
-                    });
-                }
-                to
+        let Some(from) = model.opset("") else {
+            let mut uses_onnx = false;
+            model
+                .graph
+                .walk(&mut |g| uses_onnx |= g.nodes().any(|(_, n)| n.op.is_default_domain()));
+            if uses_onnx {
+                return Err(Error::Pass {
+                    pass: PASS.into(),
+                    msg: "the model uses ai.onnx operators but imports no ai.onnx opset".into(),
+                });
             }
+            // nothing in ai.onnx to convert; custom domains are left alone
+            return Ok(report);
         };
-        if to < from {
-            return Err(Error::Usage(format!(
-                "pass '{PASS}': the model holds ai.onnx opset {from}; to={to} would be a downgrade"
-            )));
-        }
-        if from < MIN_SOURCE_OPSET {
-            return Err(Error::Pass {
-                pass: PASS.into(),
-                msg: format!(
-                    "models at ai.onnx opset {from} are not supported (oldest source opset: {MIN_SOURCE_OPSET})"
-                ),
-            });
+        // every check before the first change
+        let source_opsets = |what: String, from: i64| -> Result<()> {
+            if to < from {
+                return Err(Error::Usage(format!(
+                    "pass '{PASS}': {what} imports ai.onnx opset {from}; to={to} would be a downgrade"
+                )));
+            }
+            if from < MIN_SOURCE_OPSET && from < to {
+                return Err(Error::Pass {
+                    pass: PASS.into(),
+                    msg: format!(
+                        "{what} imports ai.onnx opset {from}; the oldest source opset supported is {MIN_SOURCE_OPSET}"
+                    ),
+                });
+            }
+            Ok(())
+        };
+        source_opsets("the model".into(), from)?;
+        let default_import = |f: &crate::ir::Function| {
+            f.opset_import
+                .iter()
+                .find(|o| o.domain().is_empty())
+                .and_then(|o| o.version)
+        };
+        for f in &model.functions {
+            if let Some(ffrom) = default_import(f) {
+                let fname = f.name.as_deref().unwrap_or("");
+                source_opsets(format!("function '{fname}'"), ffrom)?;
+            }
         }
         report.stat("opset_from", from as u64);
         report.stat("opset_to", to as u64);
-        if to > from || model.opset("").is_none() {
+        if to > from {
             convert_graph(&mut model.graph, from, to, "", false, &mut report)?;
-            for f in &mut model.functions {
-                let fname = f.name.clone().unwrap_or_default();
-                let ffrom = f
-                    .opset_import
-                    .iter()
-                    .find(|o| o.domain() == "")
-                    .and_then(|o| o.version);
-                let Some(ffrom) = ffrom else { continue };
-                if ffrom > to {
-                    return Err(Error::Usage(format!(
-                        "pass '{PASS}': function '{fname}' imports ai.onnx opset {ffrom}; to={to} would be a downgrade"
-                    )));
-                }
-                if ffrom < to {
-                    if ffrom < MIN_SOURCE_OPSET {
-                        return Err(Error::Pass {
-                            pass: PASS.into(),
-                            msg: format!("function '{fname}' imports ai.onnx opset {ffrom}, older than {MIN_SOURCE_OPSET}"),
-                        });
-                    }
-                    convert_graph(
-                        &mut f.body,
-                        ffrom,
-                        to,
-                        &format!("function {fname}/"),
-                        true,
-                        &mut report,
-                    )?;
-                    for o in f.opset_import.iter_mut().filter(|o| o.domain() == "") {
-                        o.version = Some(to);
-                    }
-                    report.changed = true;
-                }
-            }
             model.set_opset("", to);
-            if to != from {
-                report.remark(
-                    "model",
-                    Outcome::Applied,
-                    format!("ai.onnx opset {from} -> {to}"),
-                );
-                report.changed = true;
+            report.remark(
+                "model",
+                Outcome::Applied,
+                format!("ai.onnx opset {from} -> {to}"),
+            );
+            report.changed = true;
+        }
+        for f in &mut model.functions {
+            let Some(ffrom) = default_import(f).filter(|v| *v < to) else {
+                continue;
+            };
+            let fname = f.name.clone().unwrap_or_default();
+            convert_graph(
+                &mut f.body,
+                ffrom,
+                to,
+                &format!("function {fname}/"),
+                true,
+                &mut report,
+            )?;
+            for o in f.opset_import.iter_mut().filter(|o| o.domain().is_empty()) {
+                o.version = Some(to);
             }
+            report.remark(
+                format!("function {fname}"),
+                Outcome::Applied,
+                format!("ai.onnx opset {ffrom} -> {to}"),
+            );
+            report.changed = true;
         }
         let need = ir_version_for_opset(to);
         if model.ir_version.is_none_or(|v| v < need) {
