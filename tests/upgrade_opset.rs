@@ -208,6 +208,14 @@ fn real_models_and_fixtures_upgrade_to_13_and_21() {
             if to > from {
                 upgraded += 1;
             }
+            // deterministic: a second run from a fresh load writes the same bytes
+            let mut again = io::load(src).unwrap();
+            upgrade(&mut again, to).unwrap();
+            assert_eq!(
+                io::to_bytes(&again).unwrap(),
+                io::to_bytes(&m).unwrap(),
+                "{stem} to {to}: two runs differ"
+            );
             if stem == "rich_metadata" {
                 // a custom-domain op ONNX Runtime cannot run: the checker still checks the file
                 checker_only.push(out);

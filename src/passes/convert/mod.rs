@@ -223,7 +223,16 @@ fn convert_graph(
         if !node.op.is_default_domain() {
             continue;
         }
-        if let Some(what) = convert_node(&mut cx, id, node)? {
+        // a malformed attribute (wrong type, missing value) stays a bad-model error, placed at the node
+        let converted = convert_node(&mut cx, id, node).map_err(|e| match e {
+            Error::Invalid { file, at, msg } => Error::Invalid {
+                file,
+                at: format!("node '{path}{}' ({}): {at}", node.name(), node.op.display()),
+                msg,
+            },
+            other => other,
+        })?;
+        if let Some(what) = converted {
             remarks.push((format!("{path}{}", node.name()), what));
         }
     }
@@ -510,6 +519,18 @@ mod tests {
             r.remarks.iter().any(|x| x.at == "function f/unsqueeze_0"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn a_malformed_attribute_is_a_bad_model_error_at_the_node() {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["1", "3"]);
+        let y = b.node("Squeeze", &[x], vec![Attribute::float("axes", 0.0)], 1)[0];
+        b.output(y, DataType::FLOAT, &["3"]);
+        let mut m = model(b.build(), 11);
+        let e = run(&mut m, 13).unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
+        assert!(e.to_string().contains("node 'squeeze_0' (Squeeze)"), "{e}");
     }
 
     #[test]
