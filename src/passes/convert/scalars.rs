@@ -126,13 +126,13 @@ pub(super) fn dropout(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<Str
         }
     }
     if cx.crosses(12) {
-        if let Some(ratio) = node.get_float("ratio")? {
-            // ratio is T1 (any float type, independent of the data): f32 is exact for an f32 attribute
-            let c = cx.constant(node, Tensor::from_f32("", vec![], &[ratio]));
-            cx.patch.set_input(id, 1, Some(c));
-            cx.patch.remove_attr(id, "ratio");
-            done.push(format!("ratio {ratio}: attribute -> input (opset 12)"));
-        }
+        // stated even when it is the default 0.5, as onnx.version_converter does; ratio is T1 (any float
+        // type, independent of the data): f32 holds an f32 attribute exactly
+        let ratio = node.get_float("ratio")?.unwrap_or(0.5);
+        let c = cx.constant(node, Tensor::from_f32("", vec![], &[ratio]));
+        cx.patch.set_input(id, 1, Some(c));
+        cx.patch.remove_attr(id, "ratio");
+        done.push(format!("ratio {ratio}: attribute -> input (opset 12)"));
     }
     Ok((!done.is_empty()).then(|| done.join("; ")))
 }
