@@ -64,7 +64,8 @@ impl Model {
             .and_then(|o| o.version)
     }
 
-    /// Set (or add) the opset version for a domain.
+    /// Set (or add) the opset version for a domain. Only the number changes: operators whose signature differs
+    /// at the new version are not converted (the `upgrade-opset` pass does that for ai.onnx).
     pub fn set_opset(&mut self, domain: &str, version: i64) {
         match self.opset_import.iter_mut().find(|o| o.domain() == domain) {
             Some(o) => o.version = Some(version),

@@ -57,6 +57,7 @@ enum Edit {
     SetInput(NodeId, usize, Option<ValRef>),
     Erase(NodeId),
     SetAttr(NodeId, Box<Attribute>),
+    SetOp(NodeId, OpKey),
     RemoveAttr(NodeId, String),
     SetInit(ValueId, Tensor),
     RemoveInit(ValueId),
@@ -116,6 +117,11 @@ pub enum Change {
     AttrRemoved {
         node: String,
         attr: String,
+    },
+    OpChanged {
+        node: String,
+        from: String,
+        to: String,
     },
     InitializerAdded {
         name: String,
@@ -326,6 +332,11 @@ impl Patch {
     /// Set (add or overwrite) an attribute.
     pub fn set_attr(&mut self, node: NodeId, attr: Attribute) {
         self.edits.push(Edit::SetAttr(node, Box::new(attr)));
+    }
+
+    /// Change a node's operator in place (its name, inputs, outputs and attributes stay; edit those separately).
+    pub fn set_op(&mut self, node: NodeId, op: OpKey) {
+        self.edits.push(Edit::SetOp(node, op));
     }
 
     pub fn remove_attr(&mut self, node: NodeId, name: &str) {
@@ -544,6 +555,18 @@ impl Graph {
                         node: n.name().to_string(),
                         attr: name,
                     });
+                }
+                Edit::SetOp(node, op) => {
+                    check_node(self, node)?;
+                    let n = self.node_mut(node).unwrap();
+                    if n.op != op {
+                        let from = std::mem::replace(&mut n.op, op);
+                        log.changes.push(Change::OpChanged {
+                            node: n.name().to_string(),
+                            from: from.display(),
+                            to: n.op.display(),
+                        });
+                    }
                 }
                 Edit::RemoveAttr(node, attr) => {
                     check_node(self, node)?;

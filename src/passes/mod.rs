@@ -6,6 +6,7 @@
 
 pub mod cleanup;
 pub mod context;
+pub mod convert;
 pub mod fold;
 pub mod options;
 pub mod pipeline;

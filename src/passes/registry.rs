@@ -80,6 +80,15 @@ pub static PASSES: &[PassInfo] = &[
             Ok(Box::new(EliminateIdentity))
         },
     },
+    PassInfo {
+        name: "upgrade-opset",
+        summary: "raise the ai.onnx opset (and the IR version) to `to`, converting every operator whose signature changed",
+        options: describe::<crate::passes::convert::UpgradeOpsetOptions>,
+        make: |v| {
+            let o: crate::passes::convert::UpgradeOpsetOptions = parse(v)?;
+            Ok(Box::new(crate::passes::convert::UpgradeOpset::new(o)?))
+        },
+    },
 ];
 
 pub fn lookup(name: &str) -> Result<&'static PassInfo> {

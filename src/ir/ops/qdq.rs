@@ -1,5 +1,6 @@
 //! `QuantizeLinear` / `DequantizeLinear` (opset 10-23): https://onnx.ai/onnx/operators/onnx__QuantizeLinear.html.
 //! Inputs x, y_scale / x_scale, optional zero point. `axis` (opset 13+, default 1) selects per-axis scales;
+//! opsets 10-12 have no `axis` and only per-tensor (scalar) scales, so the view gives `axis: None` there;
 //! `block_size` (opset 21+, default 0 = off) blocked quantization; `saturate` (opset 19+, float8 only, default 1);
 //! `output_dtype` (opset 21+ on QuantizeLinear, 23+ on DequantizeLinear; default 0 = from the zero point, else uint8).
 
@@ -20,13 +21,14 @@ pub struct QdqView {
     pub x: ValueId,
     pub scale: ValueId,
     pub zero_point: Option<ValueId>,
-    pub axis: i64,
+    /// `None` before opset 13 (per-tensor only); from 13 the attribute or its default 1.
+    pub axis: Option<i64>,
     pub block_size: i64,
     pub output_dtype: i64,
 }
 
 impl QdqView {
-    pub fn of(node: &Node) -> Result<Option<QdqView>> {
+    pub fn of(node: &Node, opset: i64) -> Result<Option<QdqView>> {
         let kind = if node.op.is("QuantizeLinear") {
             QdqKind::Quantize
         } else if node.op.is("DequantizeLinear") {
@@ -42,9 +44,21 @@ impl QdqView {
             x,
             scale,
             zero_point: node.input(2),
-            axis: node.get_int("axis")?.unwrap_or(1),
-            block_size: node.get_int("block_size")?.unwrap_or(0),
-            output_dtype: node.get_int("output_dtype")?.unwrap_or(0),
+            axis: if opset >= 13 {
+                Some(node.get_int("axis")?.unwrap_or(1))
+            } else {
+                None
+            },
+            block_size: if opset >= 21 {
+                node.get_int("block_size")?.unwrap_or(0)
+            } else {
+                0
+            },
+            output_dtype: if opset >= 21 {
+                node.get_int("output_dtype")?.unwrap_or(0)
+            } else {
+                0
+            },
         }))
     }
 }

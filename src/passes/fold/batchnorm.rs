@@ -43,10 +43,12 @@ impl Pass for FoldBatchNorm {
     fn run(&self, model: &mut Model, _cx: &mut PassContext) -> Result<PassReport> {
         let mut report = PassReport::new(PASS);
         let mut freed = BTreeSet::new();
+        let opset = model.opset("").unwrap_or(1);
         fold_graph(
             &mut model.graph,
             &OuterConstants::default(),
             "",
+            opset,
             &mut report,
             &mut freed,
         )?;
@@ -60,13 +62,20 @@ fn fold_graph(
     g: &mut Graph,
     outer: &OuterConstants,
     path: &str,
+    opset: i64,
     report: &mut PassReport,
     freed: &mut BTreeSet<String>,
 ) -> Result<()> {
-    super::for_each_body(g, outer, path, PASS, report, freed, &mut fold_graph)?;
+    let mut recurse =
+        |g: &mut Graph,
+         outer: &OuterConstants,
+         path: &str,
+         report: &mut PassReport,
+         freed: &mut BTreeSet<String>| { fold_graph(g, outer, path, opset, report, freed) };
+    super::for_each_body(g, outer, path, PASS, report, freed, &mut recurse)?;
     for bn in g.node_ids().to_vec() {
         let Some(node) = g.node(bn) else { continue };
-        let Some(view) = BatchNormView::of(node)? else {
+        let Some(view) = BatchNormView::of(node, opset)? else {
             continue;
         };
         let at = format!("{path}{}", node.name());
@@ -103,9 +112,9 @@ fn plan(
 ) -> Result<std::result::Result<String, String>> {
     let node = g.node(bn).expect("live node");
     if view.training_mode {
-        return Ok(Err("training_mode is set".into()));
+        return Ok(Err("it is in training mode".into()));
     }
-    if node.get_int("spatial")? == Some(0) {
+    if !view.spatial {
         return Ok(Err("spatial=0 (per-activation statistics)".into()));
     }
     if node.outputs[1..]
