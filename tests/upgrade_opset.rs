@@ -277,8 +277,12 @@ fn oracle(m: &Model, name: &str, targets: &[i64], signatures_too: bool) -> Vec<M
         // `mode`, which changes the sampling at 11 (see opset10_resize_keeps_its_sampling); we spell it out.
         // CastLike nodes are ours alone: they type a scalar whose type the graph does not declare, where the
         // converter runs shape inference.
-        if !signatures_too {
-        } else if let Ok((ours, theirs)) = signatures(&orig, &p, to, None) {
+        let theirs = if signatures_too {
+            signatures(&orig, &p, to, None).ok()
+        } else {
+            None
+        };
+        if let Some((ours, theirs)) = theirs {
             let is_resize = |s: &serde_json::Value| s[1] == "Resize";
             let (ro, rt): (Vec<_>, Vec<_>) = (
                 ours.iter()

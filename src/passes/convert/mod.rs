@@ -54,6 +54,17 @@ impl UpgradeOpset {
     }
 }
 
+/// Raise `model` to ai.onnx opset `to` (for passes whose output needs a newer opset, e.g. per-axis Q/DQ at 13).
+/// A model already at `to` or above is left as it is.
+pub fn ensure_opset(model: &mut Model, to: i64) -> Result<Option<PassReport>> {
+    if model.opset("").is_some_and(|v| v >= to) {
+        return Ok(None);
+    }
+    UpgradeOpset::new(UpgradeOpsetOptions { to })?
+        .run(model, &mut PassContext::default())
+        .map(Some)
+}
+
 /// The lowest IR version that may import ai.onnx opset `opset` (onnx.helper.VERSION_TABLE).
 pub fn ir_version_for_opset(opset: i64) -> i64 {
     match opset {
@@ -525,6 +536,22 @@ mod tests {
         let e = run(&mut m, 13).unwrap_err();
         assert_eq!(e.exit_code(), 3, "{e}");
         assert!(e.to_string().contains("node 'squeeze_0' (Squeeze)"), "{e}");
+    }
+
+    #[test]
+    fn ensure_opset_raises_only_when_needed() {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["2"]);
+        let y = b.node("Relu", &[x], vec![], 1)[0];
+        b.output(y, DataType::FLOAT, &["2"]);
+        let mut m = model(b.build(), 12);
+        assert!(ensure_opset(&mut m, 13).unwrap().is_some_and(|r| r.changed));
+        assert_eq!(m.opset(""), Some(13));
+        assert!(
+            ensure_opset(&mut m, 11).unwrap().is_none(),
+            "never a downgrade"
+        );
+        assert_eq!(m.opset(""), Some(13));
     }
 
     #[test]
