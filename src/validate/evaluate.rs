@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::Cost;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Model, TensorData};
 use crate::validate::compare::sample_shapes;
-use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Sample};
+use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Labels, Sample};
 use crate::validate::metrics::{argmax, classifier_classes, ser_f64, ser_opt_f64, top5};
 use crate::validate::report::fmt_num;
 use crate::validate::run::{guard, load, values_f32, Runner};
@@ -81,6 +81,10 @@ pub(crate) struct AccuracyAcc {
 
 impl AccuracyAcc {
     pub fn add(&mut self, values: &[f32], classes: usize) {
+        // A class count of 0 (an empty last dim from a model) would make `chunks_exact` panic: no rows.
+        if classes == 0 {
+            return;
+        }
         self.classes = classes;
         for row in values.chunks_exact(classes) {
             let idx = top5(row);
@@ -90,12 +94,22 @@ impl AccuracyAcc {
     }
 }
 
-pub(crate) fn accuracy(acc: &AccuracyAcc, labels: &[i64]) -> Result<Accuracy> {
+pub(crate) fn accuracy(acc: &AccuracyAcc, labels: &Labels) -> Result<Accuracy> {
+    let path = labels.path.display();
+    let labels = &labels.values[..];
     if acc.rows.len() != labels.len() {
-        return Err(Error::Validate(format!(
-            "{} labels for {} predicted rows",
+        return Err(Error::Usage(format!(
+            "{path}: {} labels but the classifier output gave {} rows (one label per row over all samples)",
             labels.len(),
             acc.rows.len()
+        )));
+    }
+    if let Some(i) = labels.iter().position(|l| *l as u64 >= acc.classes as u64) {
+        return Err(Error::Usage(format!(
+            "{path}: label {i} is {} but the classifier output has {} classes (0..{})",
+            labels[i],
+            acc.classes,
+            acc.classes.saturating_sub(1)
         )));
     }
     let n = labels.len() as f64;
@@ -247,6 +261,8 @@ pub fn evaluate(
     let params_total = params.values().map(|p| p.count).sum();
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
+    // Read the labels before any run, so that a bad labels file fails at once.
+    let labels = opts.labels.as_deref().map(read_labels).transpose()?;
     let loaded = load(model, &sample_shapes(&samples[0]))?;
     let mut remarks = loaded.remarks.clone();
     let typed = loaded.typed()?;
@@ -266,10 +282,9 @@ pub fn evaluate(
     } else {
         None
     };
-    let accuracy = match &opts.labels {
+    let accuracy = match &labels {
         None => None,
-        Some(p) => {
-            let labels = read_labels(p)?;
+        Some(labels) => {
             let mut acc = AccuracyAcc::default();
             let mut runner = runner;
             let mut shapes = sample_shapes(&samples[0]);
@@ -304,11 +319,17 @@ pub fn evaluate(
                         i
                     }
                 };
-                let t = &outs[ix];
+                let Some(t) = outs.get(ix) else {
+                    return Err(Error::Validate(format!(
+                        "sample {}: the model gave {} outputs, fewer than the first sample",
+                        s.origin,
+                        outs.len()
+                    )));
+                };
                 let v = values_f32(t).unwrap_or_default();
                 acc.add(&v, *t.shape().last().unwrap_or(&1));
             }
-            Some(accuracy(&acc, &labels)?)
+            Some(accuracy(&acc, labels)?)
         }
     };
     Ok(EvaluationReport {

@@ -16,8 +16,9 @@
 //! - `ValidationReport`: serde `Serialize` (stable JSON: fields in declaration order, non-finite numbers as
 //!   the strings "inf" / "-inf" / "nan"), `Display` (a text table), `passed()`. A comparison that ran but
 //!   failed a tolerance returns `Ok(report)` with `passed() == false`; the CLI maps that to exit code 4. A
-//!   comparison that could not run (tract refuses a model, inputs do not fit, an int4 activation) returns
-//!   `Err(Error::Validate)`, also exit code 4, naming the node / op tract refused.
+//!   comparison that could not run (tract refuses a model, an int4 activation) returns `Err(Error::Validate)`,
+//!   naming the node / op tract refused. Input and labels files never give `Error::Validate`: a malformed one is
+//!   `Error::Invalid` naming the file (exit code 3), one that does not fit the model `Error::Usage` (exit 2).
 //! - `EvaluationReport`: serde + `Display`.
 //!
 //! # Options (`ValidateOptions`, serde with defaults; unknown fields are an error)
@@ -63,7 +64,9 @@ use serde::{Deserialize, Serialize};
 pub use calibrate::TractCalibrator;
 pub use compare::{compare, run_model, RunOutput};
 pub use evaluate::{evaluate, Accuracy, EvaluationReport, FileSize, Latency, ParamCount};
-pub use inputs::{prepare_samples, read_labels, read_tensor_file, InputSpec, Sample};
+pub use inputs::{
+    parse_tensor_pb, prepare_samples, read_labels, read_tensor_file, InputSpec, Labels, Sample,
+};
 pub use metrics::Metrics;
 pub use report::{Check, OutputReport, TensorDrift, ValidationReport};
 

@@ -267,17 +267,18 @@ pub fn parse_npy(name: &str, bytes: &[u8]) -> Result<Tensor> {
         Some(v) => (v[0], v[1]),
         None => return Err(bad("version", "file ends inside the version bytes".into())),
     };
-    let len_bytes =
-        match major {
-            1 => 2,
-            2 | 3 => 4,
-            _ => return Err(bad(
+    let len_bytes = match major {
+        1 => 2,
+        2 | 3 => 4,
+        _ => {
+            return Err(bad(
                 "version",
                 format!(
                     "unsupported .npy format version {major}.{minor} (1.0, 2.0 and 3.0 are read)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let start = 8 + len_bytes;
     let len_field = bytes.get(8..start).ok_or_else(|| {
         bad(
