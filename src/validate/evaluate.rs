@@ -167,8 +167,9 @@ pub(crate) fn measure_latency(
 fn count_params(g: &Graph, out: &mut BTreeMap<String, ParamCount>, files: &mut BTreeSet<PathBuf>) {
     let mut add = |t: &crate::ir::Tensor| {
         let e = out.entry(t.dtype().name().into_owned()).or_default();
-        e.count += t.numel().unwrap_or(0);
-        e.bytes += t.byte_size();
+        // Saturating: counts come from the model file and must not overflow into a panic.
+        e.count = e.count.saturating_add(t.numel().unwrap_or(0));
+        e.bytes = e.bytes.saturating_add(t.byte_size());
         if let TensorData::External(x) = &t.data {
             files.insert(PathBuf::from(&x.location));
         }
@@ -238,7 +239,10 @@ fn macs(typed: &TypedModel) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
         for (cost, n) in costs {
             if let Cost::FMA(_) = cost {
                 match n.to_i64() {
-                    Ok(n) => *out.entry(node.op.name().to_string()).or_insert(0) += n as u64,
+                    Ok(n) => {
+                        let e = out.entry(node.op.name().to_string()).or_insert(0u64);
+                        *e = e.saturating_add(n.max(0) as u64);
+                    }
                     Err(_) => remarks.push(format!("node '{}': symbolic MAC count {n}", node.name)),
                 }
             }
@@ -258,7 +262,7 @@ pub fn evaluate(
     let mut params = BTreeMap::new();
     let mut files = BTreeSet::new();
     count_params(&model.graph, &mut params, &mut files);
-    let params_total = params.values().map(|p| p.count).sum();
+    let params_total = params.values().fold(0u64, |a, p| a.saturating_add(p.count));
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
     // Read the labels before any run, so that a bad labels file fails at once.
@@ -269,7 +273,7 @@ pub fn evaluate(
     let (macs, mut r) = macs(&typed)?;
     remarks.append(&mut r);
     drop(typed);
-    let macs_total = macs.values().sum();
+    let macs_total = macs.values().fold(0u64, |a, n| a.saturating_add(*n));
     let runner = loaded.runner(&[], true)?;
     let runs = opts.latency_runs.unwrap_or(10);
     let latency = if runs > 0 {
@@ -376,7 +380,7 @@ impl fmt::Display for EvaluationReport {
             f,
             "MACs: {} (FLOPs ~ {})",
             self.macs_total,
-            2 * self.macs_total
+            self.macs_total.saturating_mul(2)
         )?;
         for (op, n) in &self.macs {
             writeln!(f, "  {op:<20} {n:>14}")?;
