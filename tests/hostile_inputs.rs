@@ -568,7 +568,7 @@ fn bad_labels_exit_2_or_3_naming_the_file() {
             npy_v1(&header("|b1", false, "(3,)"), &[0, 1, 1]),
         ),
         (
-            c("l08_huge_u64.npy", 2, "labels are class indices"),
+            c("l08_huge_u64.npy", 2, "past any class index"),
             npy_v1(&header("<u8", false, "(3,)"), &i64s(&[0, -5, 1])),
         ),
         (

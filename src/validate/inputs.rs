@@ -753,14 +753,26 @@ pub fn read_labels(path: &Path) -> Result<Labels> {
         DataType::UINT32 => le(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
             .collect(),
-        DataType::INT64 | DataType::UINT64 => le(8)
+        DataType::INT64 => le(8)
             .map(|c| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(c);
-                // u64 labels above i64::MAX become negative and are refused below.
                 i64::from_le_bytes(b)
             })
             .collect(),
+        DataType::UINT64 => {
+            let mut v = Vec::with_capacity(raw.len() / 8);
+            for (i, c) in le(8).enumerate() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                let x = u64::from_le_bytes(b);
+                v.push(
+                    i64::try_from(x)
+                        .map_err(|_| usage(format!("label {i} is {x}, past any class index")))?,
+                );
+            }
+            v
+        }
         dt => {
             return Err(usage(format!(
                 "labels must be integers (class indices); this file holds {}",
