@@ -856,6 +856,49 @@ fn crafted_models_do_not_panic_in_validate_or_evaluate() {
         }
     }
 
+    // Two inputs, one file: the missing input is named, with the file given (exit 2).
+    let mut b = GraphBuilder::new("two");
+    let x = b.input("a", DataType::FLOAT, &["1", "2"]);
+    let y = b.input("b", DataType::FLOAT, &["1", "2"]);
+    let z = b.node("Add", &[x, y], vec![], 1)[0];
+    b.output(z, DataType::FLOAT, &["1", "2"]);
+    let two = d.join("m05_two_inputs.onnx");
+    save(&model(b.build(), 17), &two);
+    let only_a = d.join("m05_only_a/a.npy");
+    std::fs::create_dir_all(only_a.parent().unwrap()).unwrap();
+    std::fs::write(
+        &only_a,
+        npy_v1(&header("<f4", false, "(1, 2)"), &f32_bytes(2)),
+    )
+    .unwrap();
+    let (t, a) = (two.to_str().unwrap(), only_a.to_str().unwrap());
+    run(
+        &["validate", t, t, "--input", a],
+        &[2],
+        "no file for input 'b'",
+        &mut failures,
+    );
+    run(
+        &["validate", t, t, "--input", a],
+        &[2],
+        "m05_only_a",
+        &mut failures,
+    );
+    // Both files: it runs (so the refusal above is about the count).
+    let only_b = d.join("m05_only_a/b.npy");
+    std::fs::write(
+        &only_b,
+        npy_v1(&header("<f4", false, "(1, 2)"), &f32_bytes(2)),
+    )
+    .unwrap();
+    let folder = only_a.parent().unwrap().to_str().unwrap();
+    run(
+        &["validate", t, t, "--input", folder],
+        &[0],
+        "",
+        &mut failures,
+    );
+
     // An input of a dtype random inputs cannot be made of: a usage error naming the input, not a drift.
     let mut b = GraphBuilder::new("strings");
     let x = b.input("text", DataType::STRING, &["1"]);
