@@ -52,8 +52,9 @@ pub fn stats(model: &Model) -> Stats {
 
 fn add_count(s: &mut Stats, dtype: String, n: u64, bytes: u64) -> u64 {
     let e = s.params_by_dtype.entry(dtype).or_default();
-    e.params += n;
-    e.bytes += bytes;
+    // saturating: counts come from the model file and must not overflow into a panic
+    e.params = e.params.saturating_add(n);
+    e.bytes = e.bytes.saturating_add(bytes);
     n
 }
 
@@ -131,10 +132,10 @@ fn graph_stats(g: &Graph, s: &mut Stats, top: bool) {
     }
     for (_, t) in g.initializers() {
         let n = add(s, t);
-        s.initializer_params += n;
+        s.initializer_params = s.initializer_params.saturating_add(n);
         s.initializers += 1;
         if t.is_external() {
-            s.external_params += n;
+            s.external_params = s.external_params.saturating_add(n);
         }
     }
     for (_, n) in g.nodes() {
@@ -143,7 +144,7 @@ fn graph_stats(g: &Graph, s: &mut Stats, top: bool) {
         if n.op.is("Constant") {
             s.constant_nodes += 1;
             let k = constant_params(s, n);
-            s.constant_params += k;
+            s.constant_params = s.constant_params.saturating_add(k);
         }
     }
     for (_, sg) in g.subgraphs() {

@@ -36,6 +36,28 @@ pub fn load_bytes(bytes: Bytes, base: Option<&Path>) -> Result<Model> {
     decode(bytes, base)
 }
 
+/// Decode one serialized ONNX `TensorProto` (a test-data `.pb` file) with the loader's checks: dtype known,
+/// dims non-negative, data exactly as long as dtype x dims say. External data is refused (no file access).
+/// Errors are `Error::Invalid` without a file; the caller adds it.
+pub fn load_tensor_bytes(bytes: Bytes) -> Result<crate::ir::Tensor> {
+    if bytes.is_empty() {
+        return Err(Error::invalid("", "the file is empty"));
+    }
+    let proto = crate::pb::TensorProto::decode(bytes)
+        .map_err(|e| Error::invalid("TensorProto", e.to_string()))?;
+    if proto.data_location == Some(crate::pb::tensor_proto::DataLocation::External as i32) {
+        return Err(Error::invalid(
+            format!("tensor '{}'", proto.name.as_deref().unwrap_or("")),
+            "external data is not read from a tensor file (store the values inline)",
+        ));
+    }
+    let mut resolver = external::Resolver::new(None);
+    import::Importer {
+        resolver: &mut resolver,
+    }
+    .tensor(proto)
+}
+
 fn decode(bytes: Bytes, base: Option<&Path>) -> Result<Model> {
     if bytes.is_empty() {
         return Err(Error::invalid("", "the file is empty"));

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ir::value::DimValue;
 use crate::ir::{DataType, Model, Tensor as IrTensor, ValueDef};
 use crate::validate::evaluate::{accuracy, measure_latency, AccuracyAcc, Latency};
-use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Sample};
+use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Labels, Sample};
 use crate::validate::metrics::{classifier_classes, Acc};
 use crate::validate::report::{
     AccuracyPair, Check, LatencyPair, OutputReport, TensorDrift, ValidationReport,
@@ -450,7 +450,7 @@ pub struct ReferenceRun {
     /// Intermediate tensors exposed (name, op of the reference node producing it), in topological order.
     shared: Vec<(String, String)>,
     runs: Vec<PlanOutputs>,
-    labels: Option<Vec<i64>>,
+    labels: Option<Labels>,
     latency: Option<Latency>,
     expose_remarks: Vec<String>,
     load_remarks: Vec<String>,

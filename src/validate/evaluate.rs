@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::Cost;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Model, TensorData};
 use crate::validate::compare::sample_shapes;
-use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Sample};
+use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Labels, Sample};
 use crate::validate::metrics::{argmax, classifier_classes, ser_f64, ser_opt_f64, top5};
 use crate::validate::report::fmt_num;
 use crate::validate::run::{guard, load, values_f32, Runner};
@@ -91,6 +91,10 @@ pub(crate) struct AccuracyAcc {
 
 impl AccuracyAcc {
     pub fn add(&mut self, values: &[f32], classes: usize) {
+        // A class count of 0 (an empty last dim from a model) would make `chunks_exact` panic: no rows.
+        if classes == 0 {
+            return;
+        }
         self.classes = classes;
         for row in values.chunks_exact(classes) {
             let idx = top5(row);
@@ -100,12 +104,22 @@ impl AccuracyAcc {
     }
 }
 
-pub(crate) fn accuracy(acc: &AccuracyAcc, labels: &[i64]) -> Result<Accuracy> {
+pub(crate) fn accuracy(acc: &AccuracyAcc, labels: &Labels) -> Result<Accuracy> {
+    let path = labels.path.display();
+    let labels = &labels.values[..];
     if acc.rows.len() != labels.len() {
-        return Err(Error::Validate(format!(
-            "{} labels for {} predicted rows",
+        return Err(Error::Usage(format!(
+            "{path}: {} labels but the classifier output gave {} rows (one label per row over all samples)",
             labels.len(),
             acc.rows.len()
+        )));
+    }
+    if let Some(i) = labels.iter().position(|l| *l as u64 >= acc.classes as u64) {
+        return Err(Error::Usage(format!(
+            "{path}: label {i} is {} but the classifier output has {} classes (0..{})",
+            labels[i],
+            acc.classes,
+            acc.classes.saturating_sub(1)
         )));
     }
     let n = labels.len() as f64;
@@ -252,7 +266,7 @@ fn macs(model: &Model, typed: &TypedModel) -> Result<(BTreeMap<String, u64>, Vec
         for (cost, n) in costs {
             if let Cost::FMA(_) = cost {
                 let n = match n.to_i64() {
-                    Ok(n) => n as u64,
+                    Ok(n) => n.max(0) as u64,
                     Err(_) => {
                         remarks.push(format!("node '{}': symbolic MAC count {n}", node.name));
                         continue;
@@ -269,7 +283,9 @@ fn macs(model: &Model, typed: &TypedModel) -> Result<(BTreeMap<String, u64>, Vec
                         format!("tract:{}", node.op.name())
                     }
                 };
-                *out.entry(op).or_insert(0) += n;
+                // saturating: counts come from the model file and must not overflow into a panic
+                let e: &mut u64 = out.entry(op).or_insert(0);
+                *e = e.saturating_add(n);
             }
         }
     }
@@ -303,6 +319,8 @@ pub fn evaluate(
     external_files(&model.graph, &mut files);
     let file = file_size(model, path, &files)?;
     let (inputs, samples) = prepare_samples(model, None, opts)?;
+    // Read the labels before any run, so that a bad labels file fails at once.
+    let labels = opts.labels.as_deref().map(read_labels).transpose()?;
     // An `If` whose condition follows from the sample runs specialised (MACs and latency: the first sample's).
     let first = specialise(model, &samples[0])?;
     let run_model = first.as_ref().map_or(model, |s| &s.model);
@@ -317,7 +335,7 @@ pub fn evaluate(
     let (macs, mut r) = macs(run_model, &typed)?;
     remarks.append(&mut r);
     drop(typed);
-    let macs_total = macs.values().sum();
+    let macs_total = macs.values().fold(0u64, |a, n| a.saturating_add(*n));
     let runs = opts.latency_runs.unwrap_or(10);
     let latency = if runs > 0 {
         // latency is always measured with tract's optimised kernels (what a deployment would run)
@@ -326,10 +344,9 @@ pub fn evaluate(
     } else {
         None
     };
-    let accuracy = match &opts.labels {
+    let accuracy = match &labels {
         None => None,
-        Some(p) => {
-            let labels = read_labels(p)?;
+        Some(labels) => {
             let mut acc = AccuracyAcc::default();
             // accuracy with the kernels `optimize` chooses (reference by default, as `compare`)
             let mut runner = loaded.runner(&[], opts.optimize)?;
@@ -368,11 +385,17 @@ pub fn evaluate(
                         i
                     }
                 };
-                let t = &outs[ix];
+                let Some(t) = outs.get(ix) else {
+                    return Err(Error::Validate(format!(
+                        "sample {}: the model gave {} outputs, fewer than the first sample",
+                        s.origin,
+                        outs.len()
+                    )));
+                };
                 let v = values_f32(t).unwrap_or_default();
                 acc.add(&v, *t.shape().last().unwrap_or(&1));
             }
-            Some(accuracy(&acc, &labels)?)
+            Some(accuracy(&acc, labels)?)
         }
     };
     Ok(EvaluationReport {
@@ -431,7 +454,7 @@ impl fmt::Display for EvaluationReport {
             f,
             "MACs: {} (FLOPs ~ {})",
             self.macs_total,
-            2 * self.macs_total
+            self.macs_total.saturating_mul(2)
         )?;
         for (op, n) in &self.macs {
             writeln!(f, "  {op:<20} {n:>14}")?;

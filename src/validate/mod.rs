@@ -24,7 +24,8 @@
 //!   when tract cannot load, type or run a model (a missing op, a failed shape analysis, a panic inside
 //!   tract), naming the model, the node and its ONNX op, plus a hint listing the symbolic dims left at the
 //!   default when typing failed or tract panicked; `Error::Validate` for the other reasons (an int4 activation, outputs that do
-//!   not match).
+//!   not match). Input and labels files never give these: a malformed one is `Error::Invalid` naming the file
+//!   (exit code 3), one that does not fit the model `Error::Usage` (exit 2).
 //!
 //! # Control flow
 //! When a model's main graph holds `If` nodes, each sample specialises it for the run of `compare` and
@@ -82,7 +83,9 @@ pub use calibrate::TractCalibrator;
 pub use compare::{compare, compare_with_reference, run_model, ReferenceRun, RunOutput};
 pub use drift::TractDrift;
 pub use evaluate::{evaluate, Accuracy, EvaluationReport, FileSize, Latency, ParamCount};
-pub use inputs::{prepare_samples, read_labels, read_tensor_file, InputSpec, Sample};
+pub use inputs::{
+    parse_tensor_pb, prepare_samples, read_labels, read_tensor_file, InputSpec, Labels, Sample,
+};
 pub use metrics::Metrics;
 pub use report::{Check, OutputReport, TensorDrift, ValidationReport};
 

@@ -103,32 +103,62 @@ fn onnx_type(dt: DatumType) -> Option<DataType> {
     })
 }
 
-/// IR tensor -> tract tensor (numeric and bool types).
+/// Little-endian elements of `N` bytes each -> values (the length is checked by the caller).
+fn decode_le<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    raw.chunks_exact(N)
+        .map(|c| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(c);
+            f(b)
+        })
+        .collect()
+}
+
+/// IR tensor -> tract tensor (numeric and bool types), through tract's safe, typed constructor: every element
+/// is decoded into its Rust type first, so no byte pattern from a user file can become an invalid value (a
+/// bool is `byte != 0`; the readers already refuse bool bytes other than 0 and 1).
 pub(crate) fn to_tract(t: &IrTensor) -> Result<Tensor> {
-    let dt = datum_type(t.dtype()).ok_or_else(|| {
-        Error::Validate(format!(
-            "tensor '{}': {} cannot be fed to tract",
-            t.name(),
-            t.dtype().name()
-        ))
-    })?;
-    let shape: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+    let bad = |msg: String| Error::Validate(format!("tensor '{}': {msg}", t.name()));
+    datum_type(t.dtype())
+        .ok_or_else(|| bad(format!("{} cannot be fed to tract", t.dtype().name())))?;
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|d| usize::try_from(*d))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad(format!("negative dims {:?}", t.dims)))?;
     let raw = t.raw_bytes()?;
-    let want = t.dtype().byte_len(t.numel()?).unwrap_or(0);
-    if raw.len() as u64 != want {
-        return Err(Error::Validate(format!(
-            "tensor '{}': {} bytes for {} x {:?}",
-            t.name(),
+    let want = t.dtype().byte_len(t.numel()?);
+    if want != Some(raw.len() as u64) {
+        return Err(bad(format!(
+            "{} bytes for {} x {:?}",
             raw.len(),
             t.dtype().name(),
             t.dims
         )));
     }
-    // SAFETY: `raw` holds exactly numel * size_of(dt) little-endian bytes of a plain-data type (checked above),
-    // which is what tract's `from_raw_dt` copies from.
-    guard("building an input tensor", || unsafe {
-        Tensor::from_raw_dt(dt, &shape, &raw)
-    })
+    let r = &raw[..];
+    let built = match t.dtype() {
+        DataType::FLOAT => Tensor::from_shape(&shape, &decode_le(r, f32::from_le_bytes)),
+        DataType::DOUBLE => Tensor::from_shape(&shape, &decode_le(r, f64::from_le_bytes)),
+        DataType::FLOAT16 => Tensor::from_shape(
+            &shape,
+            &decode_le(r, |b| f16::from_bits(u16::from_le_bytes(b))),
+        ),
+        DataType::INT8 => Tensor::from_shape(&shape, &decode_le(r, i8::from_le_bytes)),
+        DataType::UINT8 => Tensor::from_shape(&shape, r),
+        DataType::INT16 => Tensor::from_shape(&shape, &decode_le(r, i16::from_le_bytes)),
+        DataType::UINT16 => Tensor::from_shape(&shape, &decode_le(r, u16::from_le_bytes)),
+        DataType::INT32 => Tensor::from_shape(&shape, &decode_le(r, i32::from_le_bytes)),
+        DataType::UINT32 => Tensor::from_shape(&shape, &decode_le(r, u32::from_le_bytes)),
+        DataType::INT64 => Tensor::from_shape(&shape, &decode_le(r, i64::from_le_bytes)),
+        DataType::UINT64 => Tensor::from_shape(&shape, &decode_le(r, u64::from_le_bytes)),
+        DataType::BOOL => {
+            Tensor::from_shape(&shape, &r.iter().map(|b| *b != 0).collect::<Vec<_>>())
+        }
+        other => return Err(bad(format!("{} cannot be fed to tract", other.name()))),
+    };
+    built.map_err(|e| bad(format!("{e:#}")))
 }
 
 /// tract tensor -> IR tensor.
@@ -146,19 +176,6 @@ pub(crate) fn from_tract(name: &str, t: &Tensor) -> Result<IrTensor> {
         dims,
         Bytes::copy_from_slice(t.as_bytes()),
     ))
-}
-
-/// Decode an ONNX `TensorProto` (.pb test-data file) into a name and an IR tensor.
-pub(crate) fn tensor_from_pb(bytes: &[u8]) -> Result<(String, IrTensor)> {
-    let proto = guard("reading TensorProto", || {
-        tract_onnx::tensor::proto_from_reader(bytes)
-    })?;
-    let onnx = tract_onnx::onnx();
-    let t = guard("decoding TensorProto", || {
-        tract_onnx::tensor::load_tensor(&*onnx.provider, &proto, None)
-    })?;
-    let name = proto.name.clone();
-    Ok((name.clone(), from_tract(&name, &t)?))
 }
 
 /// A tensor's values widened to f32 (`None` for types that are not numbers, e.g. strings or TDim).
