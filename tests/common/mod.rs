@@ -116,3 +116,45 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
         text(&out.stderr),
     )
 }
+
+/// Run a tool of `tools/` with the venv python; its stdout (the run must succeed).
+pub fn run_tool(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(root().join("tools").join(tool))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tools/{tool} {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `onnx.checker.check_model(full_check=True)` and an ONNX Runtime session for every file (tools/check_model.py).
+pub fn check_models(files: &[PathBuf], extra: &[&str]) {
+    if files.is_empty() {
+        return;
+    }
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(files.iter().map(|p| p.to_string_lossy().into_owned()));
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let text = run_tool("check_model.py", &args);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        files.len(),
+        "{text}"
+    );
+}
+
+/// ONNX Runtime outputs of two models on the same seeded inputs (tools/ort_equal.py `outputs`): per output
+/// `dtype`, `shape`, `max_abs`, `max_ref`, `rel`, `identical`.
+pub fn ort_outputs(a: &Path, b: &Path, input_args: &[&str]) -> serde_json::Value {
+    let (a, b) = (a.to_string_lossy(), b.to_string_lossy());
+    let mut args = vec!["outputs", a.as_ref(), b.as_ref()];
+    args.extend_from_slice(input_args);
+    let v: serde_json::Value = serde_json::from_str(&run_tool("ort_equal.py", &args)).unwrap();
+    v["outputs"].clone()
+}
