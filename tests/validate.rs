@@ -1104,7 +1104,7 @@ fn real_model_options(name: &str, dir: &Path) -> ValidateOptions {
 }
 
 #[test]
-fn permuted_real_models_fail_by_default() {
+fn real_models_pass_against_themselves_and_permuted_copies_fail() {
     let dir = common::tempdir();
     let (mut failed_ok, mut cannot_run, mut wrongly_passed) = (Vec::new(), Vec::new(), Vec::new());
     for (info, path) in common::real_models() {
@@ -1113,14 +1113,17 @@ fn permuted_real_models_fail_by_default() {
         let n = permute_weights(&mut permuted.graph, &mut 11);
         assert!(n > 0, "{}: no float weight to permute", info.name);
         let opts = real_model_options(&info.name, dir.path());
+        // the model against itself passes (exactly: same engine, same inputs)
+        let same = validate::compare(&m, &m, &opts)
+            .unwrap_or_else(|e| panic!("{}: self-validation could not run: {e}", info.name));
+        assert!(same.passed(), "{}: self-validation failed:\n{same}", info.name);
         match validate::compare(&m, &permuted, &opts) {
             Ok(r) if r.passed() => wrongly_passed.push(format!("{}:\n{r}", info.name)),
             Ok(_) => failed_ok.push(info.name.clone()),
             Err(e) => {
-                // only "the engine could not run it" (a validation error: exit 4 today, 5 once "cannot
-                // validate" has its own code), never a bad file or a crash
+                // only "the engine could not run it" (exit 5), never a bad file or a crash
                 assert!(
-                    matches!(e.exit_code(), 4 | 5),
+                    e.exit_code() == 5,
                     "{}: unexpected error: {e}",
                     info.name
                 );
@@ -1138,14 +1141,13 @@ fn permuted_real_models_fail_by_default() {
         "permuted copies passed the default tolerances:\n{}",
         wrongly_passed.join("\n")
     );
-    // Only models with control flow (If branches tract cannot type yet) may be unrunnable; they are listed.
-    assert!(
-        cannot_run.iter().all(|(_, kind, _)| kind == "if_subgraph"),
-        "models tract could not run: {skipped:?}"
-    );
-    assert!(
-        failed_ok.len() >= 7,
-        "ran: {failed_ok:?}; could not run: {skipped:?}"
+    // Every real model runs (the silero models with their `If`s specialised on the sample) and its permuted
+    // copy fails.
+    assert!(cannot_run.is_empty(), "models tract could not run: {skipped:?}");
+    assert_eq!(
+        failed_ok.len(),
+        common::real_model_list().len(),
+        "ran: {failed_ok:?}"
     );
 }
 
