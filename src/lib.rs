@@ -18,6 +18,7 @@ pub mod dump;
 pub mod error;
 pub mod io;
 pub mod ir;
+pub mod json;
 pub mod passes;
 pub mod validate;
 

@@ -4,36 +4,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use onnx_rewrite::io::{self, ExternalMode, SaveOptions};
 use onnx_rewrite::passes::{run_pipeline, PipelineOptions};
-
-fn check(files: &[PathBuf], extra: &[&str]) {
-    if files.is_empty() {
-        return;
-    }
-    let out = Command::new(common::python())
-        .arg(common::root().join("tools/check_model.py"))
-        .args(extra)
-        .args(files)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "onnx.checker / onnxruntime rejected our output:\n{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{text}"
-    );
-}
 
 #[test]
 fn saved_outputs_pass_checker_and_load_in_ort() {
@@ -76,9 +49,9 @@ fn saved_outputs_pass_checker_and_load_in_ort() {
         target.push(plain);
         target.push(ext);
     }
-    check(&ort_ok, &[]);
+    common::check_models(&ort_ok, &[]);
     // custom-domain op: ONNX Runtime cannot run it, the checker still checks the file
-    check(&checker_only, &["--no-ort"]);
+    common::check_models(&checker_only, &["--no-ort"]);
 }
 
 #[test]

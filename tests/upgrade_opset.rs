@@ -48,23 +48,6 @@ fn tool(name: &str) -> String {
         .into_owned()
 }
 
-/// onnx.checker full_check + an ONNX Runtime session, for every file at once.
-fn check(files: &[PathBuf], extra: &[&str]) {
-    if files.is_empty() {
-        return;
-    }
-    let mut args = vec![tool("check_model.py")];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(files.iter().map(|p| p.to_string_lossy().into_owned()));
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let text = python(&args);
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{text}"
-    );
-}
-
 /// Run both in ONNX Runtime on the same seeded inputs; assert every output within the bound above.
 fn assert_same_outputs(original: &Path, converted: &Path, input_args: &[&str]) -> usize {
     let (o, c) = (original.to_string_lossy(), converted.to_string_lossy());
@@ -235,8 +218,8 @@ fn real_models_and_fixtures_upgrade_to_13_and_21() {
             runnable.push(out);
         }
     }
-    check(&runnable, &[]);
-    check(&checker_only, &["--no-ort"]);
+    common::check_models(&runnable, &[]);
+    common::check_models(&checker_only, &["--no-ort"]);
     eprintln!(
         "upgraded {upgraded}, downgrades refused {downgrades}, signatures compared with onnx.version_converter: {compared}; it refused:\n  {}",
         refused_by_onnx.join("\n  ")
@@ -300,7 +283,7 @@ fn oracle(m: &Model, name: &str, targets: &[i64], signatures_too: bool) -> Vec<M
         out.push(c);
     }
     // (the original is only run: the checker refuses some old forms, e.g. GroupNormalization-18)
-    check(&files, &[]);
+    common::check_models(&files, &[]);
     eprintln!(
         "{name}: signatures compared with onnx.version_converter at {compared}/{} targets",
         targets.len()

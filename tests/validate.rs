@@ -1116,17 +1116,17 @@ fn real_models_pass_against_themselves_and_permuted_copies_fail() {
         // the model against itself passes (exactly: same engine, same inputs)
         let same = validate::compare(&m, &m, &opts)
             .unwrap_or_else(|e| panic!("{}: self-validation could not run: {e}", info.name));
-        assert!(same.passed(), "{}: self-validation failed:\n{same}", info.name);
+        assert!(
+            same.passed(),
+            "{}: self-validation failed:\n{same}",
+            info.name
+        );
         match validate::compare(&m, &permuted, &opts) {
             Ok(r) if r.passed() => wrongly_passed.push(format!("{}:\n{r}", info.name)),
             Ok(_) => failed_ok.push(info.name.clone()),
             Err(e) => {
                 // only "the engine could not run it" (exit 5), never a bad file or a crash
-                assert!(
-                    e.exit_code() == 5,
-                    "{}: unexpected error: {e}",
-                    info.name
-                );
+                assert!(e.exit_code() == 5, "{}: unexpected error: {e}", info.name);
                 cannot_run.push((info.name.clone(), info.kind.clone(), e.to_string()));
             }
         }
@@ -1143,7 +1143,10 @@ fn real_models_pass_against_themselves_and_permuted_copies_fail() {
     );
     // Every real model runs (the silero models with their `If`s specialised on the sample) and its permuted
     // copy fails.
-    assert!(cannot_run.is_empty(), "models tract could not run: {skipped:?}");
+    assert!(
+        cannot_run.is_empty(),
+        "models tract could not run: {skipped:?}"
+    );
     assert_eq!(
         failed_ok.len(),
         common::real_model_list().len(),

@@ -16,24 +16,6 @@ use onnx_rewrite::ir::{
 };
 use onnx_rewrite::passes::{run_pipeline, PipelineOptions};
 
-/// onnx.checker.check_model(full_check=True) + an ONNX Runtime session (tools/check_model.py).
-fn check(files: &[&PathBuf]) {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tools/check_model.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "onnx.checker / onnxruntime rejected our output:\n{text}"
-    );
-}
-
 /// Run a model in ONNX Runtime (optimisations off) on JSON feeds; every output flattened to f64.
 const RUN_ORT: &str = r#"
 import sys, json, numpy as np, onnxruntime as ort
@@ -227,7 +209,7 @@ fn weight_captured_by_a_branch_becomes_outer_dequantize_linear() {
     assert_eq!(ops, ["DequantizeLinear", "If"]);
 
     let rewritten = save(&m, dir.path(), "if_matmul_q.onnx");
-    check(&[&original, &rewritten]);
+    common::check_models(&[original.clone(), rewritten.clone()], &[]);
 
     // ONNX Runtime: the then-branch computes x @ dequant(W), the else-branch is untouched
     let deq: Vec<f64> = q.iter().map(|v| *v as f64 * scale as f64).collect();
@@ -385,7 +367,7 @@ fn dedup_merges_copies_read_inside_silero_branches() {
             meta.name
         );
         let out = save(&m, dir.path(), &format!("{}_dedup.onnx", meta.name));
-        check(&[&staged, &out]);
+        common::check_models(&[staged.clone(), out.clone()], &[]);
         let input: Vec<f32> = (0..512)
             .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.3)
             .collect();
@@ -488,7 +470,7 @@ fn constant_weights_in_a_branch_replaced_in_every_form() {
                 + [0.0, 4.0, 0.0][i]
         })
         .collect();
-    check(&[&before]);
+    common::check_models(&[before.clone()], &[]);
     assert_eq!(run_ort(&before, &feeds)[0], y0);
 
     let new: Vec<(&str, Tensor, &str)> = vec![
@@ -537,7 +519,7 @@ fn constant_weights_in_a_branch_replaced_in_every_form() {
     m.graph.apply_at(&path, p).unwrap();
     m.verify().unwrap();
     let after = save(&m, dir.path(), "forms_replaced.onnx");
-    check(&[&after]);
+    common::check_models(&[after.clone()], &[]);
 
     // the forms survive the save
     let back = io::load(&after).unwrap();

@@ -148,6 +148,16 @@ impl Graph {
     }
 
     /// Initializer values in file order.
+    /// The type a graph input, output or `value_info` entry declares for `v` (the first that names it).
+    pub fn declared_type(&self, v: ValueId) -> Option<&crate::ir::value::TypeInfo> {
+        self.inputs
+            .iter()
+            .chain(&self.outputs)
+            .chain(&self.value_info)
+            .find(|io| io.value == v)
+            .and_then(|io| io.info.ty.as_ref())
+    }
+
     pub fn initializers(&self) -> impl Iterator<Item = (ValueId, &Tensor)> {
         self.initializers
             .iter()

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+
+use crate::json::ser_f64;
 
 use crate::error::{Error, Result};
 use crate::ir::Model;
@@ -15,16 +17,6 @@ use crate::passes::quantize::calibrate::Calibrator;
 /// measure was made. The original's outputs are computed once, on the first call, and reused.
 pub trait DriftMeasure {
     fn measure(&mut self, candidate: &Model) -> Result<DriftSummary>;
-}
-
-/// Serialize an f64 so JSON stays valid: non-finite numbers as "inf", "-inf", "nan".
-fn ser_f64<S: Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match v {
-        v if v.is_finite() => s.serialize_f64(*v),
-        v if v.is_nan() => s.serialize_str("nan"),
-        v if *v > 0.0 => s.serialize_str("inf"),
-        _ => s.serialize_str("-inf"),
-    }
 }
 
 /// The drift of one graph output over all samples (the metric definitions are those of `validate`).

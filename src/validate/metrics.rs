@@ -21,27 +21,9 @@
 //! position where only one is non-finite, or they differ, is counted in `nonfinite_mismatches` (and left out of
 //! the sums). Any such mismatch fails the comparison.
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-/// Serialize an f64 so JSON stays valid and stable: finite numbers as numbers, others as "inf", "-inf", "nan".
-pub fn ser_f64<S: Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    if v.is_finite() {
-        s.serialize_f64(*v)
-    } else if v.is_nan() {
-        s.serialize_str("nan")
-    } else if *v > 0.0 {
-        s.serialize_str("inf")
-    } else {
-        s.serialize_str("-inf")
-    }
-}
-
-pub fn ser_opt_f64<S: Serializer>(v: &Option<f64>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => ser_f64(v, s),
-        None => s.serialize_none(),
-    }
-}
+pub use crate::json::{ser_f64, ser_opt_f64};
 
 /// The metrics of one tensor.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -355,15 +355,6 @@ impl Cx<'_> {
     }
 }
 
-pub(crate) fn declared_type(g: &Graph, v: ValueId) -> Option<&crate::ir::value::TypeInfo> {
-    g.inputs()
-        .iter()
-        .chain(g.outputs())
-        .chain(g.value_info())
-        .find(|io| io.value == v)
-        .and_then(|io| io.info.ty.as_ref())
-}
-
 pub(crate) fn declared_dtype(g: &Graph, v: ValueId) -> Option<DataType> {
     if let Some(t) = g.value(v).init.as_ref() {
         return Some(t.dtype());
@@ -371,7 +362,7 @@ pub(crate) fn declared_dtype(g: &Graph, v: ValueId) -> Option<DataType> {
     if let Some(t) = g.constant(v) {
         return Some(t.dtype());
     }
-    let (dt, _) = declared_type(g, v)?.as_tensor()?;
+    let (dt, _) = g.declared_type(v)?.as_tensor()?;
     (dt != DataType::UNDEFINED).then_some(dt)
 }
 
@@ -387,7 +378,7 @@ pub(crate) fn declared_dims(g: &Graph, v: ValueId) -> Option<Vec<Option<i64>>> {
     if let Some(t) = g.constant(v) {
         return Some(t.dims.iter().map(|d| Some(*d)).collect());
     }
-    let (_, shape) = declared_type(g, v)?.as_tensor()?;
+    let (_, shape) = g.declared_type(v)?.as_tensor()?;
     Some(
         shape?
             .0

@@ -530,12 +530,7 @@ fn declared_rank(g: &Graph, v: ValueId) -> Option<usize> {
     if g.value(v).def == ValueDef::Outer {
         return None;
     }
-    g.inputs()
-        .iter()
-        .chain(g.outputs())
-        .chain(g.value_info())
-        .find(|io| io.value == v)
-        .and_then(|io| io.info.ty.as_ref())
+    g.declared_type(v)
         .and_then(|ty| ty.as_tensor())
         .and_then(|(_, shape)| shape.map(|s| s.0.len()))
 }
