@@ -19,6 +19,7 @@ pub mod error;
 pub mod io;
 pub mod ir;
 pub mod passes;
+pub mod recipe;
 pub mod validate;
 
 pub use error::{Error, Result};
