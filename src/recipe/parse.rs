@@ -82,7 +82,7 @@ fn to_json(v: &toml::Value) -> serde_json::Value {
 pub fn parse(text: &str, file: &str) -> Result<Recipe> {
     let cx = Ctx { text, file };
     let raw: RawRecipe = toml::from_str(text).map_err(|e| {
-        let msg = e.message().trim().to_string();
+        let msg = e.message().trim().replace('\n', "; ");
         match e.span() {
             Some(s) => cx.err(s, msg),
             None => Error::Usage(format!("recipe {file}: {msg}")),
