@@ -250,11 +250,21 @@ fn malformed_recipes_are_usage_errors_naming_the_line() {
             "needs --labels",
         ),
         ("# nothing\n", "", "no [[pass]] entries"),
+        (
+            "[[pass]]\nname = \"dce\"\nbudget = \"cosine >= 0.9\"\n--no-validate",
+            "line 3",
+            "needs validation",
+        ),
     ];
     for (k, (text, line, what)) in cases.iter().enumerate() {
+        // a case ending in a flag passes it on the command line
+        let (text, flag) = match text.rsplit_once('\n') {
+            Some((t, f)) if f.starts_with("--") => (t, Some(f)),
+            _ => (*text, None),
+        };
         let recipe = write(dir.path(), &format!("bad{k}.toml"), text);
         let out = dir.path().join(format!("o{k}.onnx"));
-        let (code, _, err) = cli(&[
+        let mut args = vec![
             "run",
             MODEL,
             out.to_str().unwrap(),
@@ -262,7 +272,9 @@ fn malformed_recipes_are_usage_errors_naming_the_line() {
             recipe.to_str().unwrap(),
             "--input",
             X,
-        ]);
+        ];
+        args.extend(flag);
+        let (code, _, err) = cli(&args);
         assert_eq!(code, 2, "case {k}: {text}\n{err}");
         assert!(err.contains(&format!("bad{k}.toml")), "case {k}: {err}");
         assert!(err.contains(line), "case {k}: want '{line}' in {err}");
@@ -339,6 +351,18 @@ fn cleanup_recipe_is_exact_on_every_fixture_it_can_run() {
             "-q",
         ]);
         assert_eq!(code, 0, "{m}: {stdout}\n{err}");
+        // without tract: the passes run, no drift is measured, nothing to check a budget with
+        let plain = dir.path().join(format!("p{k}.onnx"));
+        let (code, _, err) = cli(&[
+            "run",
+            m,
+            plain.to_str().unwrap(),
+            "--recipe",
+            "examples/cleanup.toml",
+            "--no-validate",
+        ]);
+        assert_eq!(code, 2, "cleanup.toml has budgets: {err}");
+        assert!(err.contains("needs validation"), "{err}");
         assert!(stdout.is_empty(), "-q prints nothing: {stdout}");
         assert!(out.exists());
     }
@@ -370,4 +394,35 @@ fn library_parse_and_budget_checks() {
     assert_eq!(r.sha256, again.sha256);
     let other = recipe::parse("[[pass]]\nname = \"dce\"\n", "inline").unwrap();
     assert_ne!(r.sha256, other.sha256);
+}
+
+#[test]
+fn library_run_recipe_from_specs() {
+    use onnx_rewrite::recipe::{self, RunOptions, Status};
+    use onnx_rewrite::validate::ValidateOptions;
+    let model = onnx_rewrite::io::load(&common::root().join("fixtures/conv_bn_relu.onnx")).unwrap();
+    let r = recipe::from_specs(&["fold-batchnorm".into(), "dce".into()]).unwrap();
+    let opts = RunOptions {
+        validate: Some(ValidateOptions::default()),
+        ..Default::default()
+    };
+    let (out, report) = recipe::run_recipe(model.clone(), &r, &opts).unwrap();
+    assert_eq!(report.status, Status::Ok);
+    assert_eq!(report.passes.len(), 2);
+    assert!(report.passes[0].changed);
+    // drift after the fold: a few float32 roundings per weight; cosine stays within 1e-6 of 1
+    let cos = report.passes[0].drift[0].cosine;
+    assert!(cos > 1.0 - 1e-6, "{cos}");
+    out.verify().unwrap();
+    let before = report.before.as_ref().unwrap();
+    let after = report.after.as_ref().unwrap();
+    assert!(after.params_total < before.params_total);
+    // no validation: no drift, no evaluation, and budgets are refused
+    let (_, plain) = recipe::run_recipe(model.clone(), &r, &RunOptions::default()).unwrap();
+    assert!(plain.passes.iter().all(|p| p.drift.is_empty()));
+    assert!(plain.before.is_none());
+    let budgeted =
+        recipe::parse("[[pass]]\nname = \"dce\"\nbudget = \"top1 >= 1\"\n", "x").unwrap();
+    let e = recipe::run_recipe(model, &budgeted, &RunOptions::default()).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
 }

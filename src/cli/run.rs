@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// (`--recipe`) Timed runs of the before/after evaluation (0: no latency).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub latency: usize,
+    /// (`--recipe`) Do not run the models through tract: no drift after each pass, no evaluation (a recipe
+    /// with budgets is then refused). For models tract cannot run.
+    #[arg(long)]
+    pub no_validate: bool,
     /// Print nothing but errors (and the final status line).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -73,7 +77,11 @@ fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<i32> {
     })?;
     let model = io::load(&a.input)?;
     let opts = RunOptions {
-        validate: Some(a.inputs.options()?),
+        validate: if a.no_validate {
+            None
+        } else {
+            Some(a.inputs.options()?)
+        },
         stop_after: a.stop_after.clone(),
         latency_runs: a.latency,
         progress: !a.quiet,
