@@ -1,4 +1,4 @@
-//! Energy per inference: an estimate from a published cost model, not a measurement.
+//! Energy per run of the evaluated inputs (and per sample of a batch): an estimate from a published cost model, not a measurement.
 //!
 //! Figures: M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V:
 //! 32-bit float multiply 3.7 pJ, add 0.9 pJ; 8-bit integer multiply 0.2 pJ, add 0.03 pJ; 32-bit read from an
@@ -57,6 +57,10 @@ pub struct Energy {
     pub weights_uj: f64,
     pub activations_uj: f64,
     pub total_uj: f64,
+    /// Rows per run: the leading dim of the first input when it has rank >= 2 (a batch), else 1.
+    pub batch: u64,
+    /// `total_uj / batch`: per inference of one sample (the weights' DRAM read shared by the batch).
+    pub per_sample_uj: f64,
     pub note: &'static str,
 }
 
@@ -122,6 +126,13 @@ pub fn estimate(model: &Model, eval: &EvaluationReport) -> Energy {
         + i8m as f64 * (c.int8_mult_pj + c.int8_add_pj);
     let weights = weight_bytes as f64 * c.dram_read_32bit_pj / 4.0;
     let acts = activation_bytes as f64 * c.sram_read_32bit_pj / 4.0;
+    let batch = eval
+        .inputs
+        .first()
+        .filter(|i| i.shape.len() >= 2)
+        .map(|i| i.shape[0].max(1) as u64)
+        .unwrap_or(1);
+    let total = (compute + weights + acts) * 1e-6;
     Energy {
         macs_f32: f32m,
         macs_int8: i8m,
@@ -130,7 +141,9 @@ pub fn estimate(model: &Model, eval: &EvaluationReport) -> Energy {
         compute_uj: compute * 1e-6,
         weights_uj: weights * 1e-6,
         activations_uj: acts * 1e-6,
-        total_uj: (compute + weights + acts) * 1e-6,
+        total_uj: total,
+        batch,
+        per_sample_uj: total / batch as f64,
         note: "estimate from the cost model in `cost_model`, not a measurement",
     }
 }

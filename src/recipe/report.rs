@@ -85,6 +85,8 @@ pub struct PassEntry {
     pub stats: BTreeMap<String, u64>,
     /// Counts of what the change log records (nodes added / removed..., from `ChangeLog`).
     pub changes: serde_json::Value,
+    /// How many changes of each kind the change log holds.
+    pub change_counts: BTreeMap<String, u64>,
     pub remarks: Vec<Remark>,
     /// Wall time of the pass (not deterministic; drift measurement excluded).
     pub time_ms: f64,
@@ -112,6 +114,15 @@ impl PassEntry {
                 },
             );
         }
+        let changes = serde_json::to_value(&r.changes).unwrap_or_default();
+        let mut change_counts: BTreeMap<String, u64> = BTreeMap::new();
+        if let Some(list) = changes.get("changes").and_then(|c| c.as_array()) {
+            for c in list {
+                if let Some(kind) = c.get("kind").and_then(|k| k.as_str()) {
+                    *change_counts.entry(kind.to_string()).or_default() += 1;
+                }
+            }
+        }
         PassEntry {
             index: k + 1,
             pass: step.name.clone(),
@@ -119,7 +130,8 @@ impl PassEntry {
             options: step.options.clone(),
             changed: r.changed,
             stats: r.stats,
-            changes: serde_json::to_value(&r.changes).unwrap_or_default(),
+            changes,
+            change_counts,
             remarks,
             time_ms,
             drift: Vec::new(),
@@ -328,6 +340,14 @@ impl fmt::Display for PipelineReport {
             for (k, v) in &p.stats {
                 writeln!(f, "      {k} = {v}")?;
             }
+            if !p.change_counts.is_empty() {
+                let c: Vec<String> = p
+                    .change_counts
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                writeln!(f, "      changes: {}", c.join(", "))?;
+            }
             for r in &p.remarks {
                 let o = match r.outcome {
                     Outcome::Applied => "applied",
@@ -392,7 +412,14 @@ impl fmt::Display for PipelineReport {
                 )?;
             }
             if let (Some(eb), Some(ea)) = (&self.energy_before, &self.energy_after) {
-                row(f, "energy uJ (estimate)", eb.total_uj, ea.total_uj, 3)?;
+                row(f, "energy uJ/run (estimate)", eb.total_uj, ea.total_uj, 3)?;
+                row(
+                    f,
+                    &format!("energy uJ/sample (N={})", ea.batch),
+                    eb.per_sample_uj,
+                    ea.per_sample_uj,
+                    3,
+                )?;
             }
             writeln!(f, "energy: an estimate from {}", self.cost_model.source)?;
         }
