@@ -260,3 +260,54 @@ pub fn parse_budget(s: &str, line: usize) -> std::result::Result<Budget, String>
         line,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets() {
+        let b = parse_budget("sqnr >= 25 dB", 4).unwrap();
+        assert_eq!(
+            (b.metric, b.cmp, b.limit, b.line),
+            (Metric::SqnrDb, Cmp::Ge, 25.0, 4)
+        );
+        let b = parse_budget(" accuracy_drop<=0.5 ", 1).unwrap();
+        assert_eq!(
+            (b.metric, b.cmp, b.limit),
+            (Metric::AccuracyDrop, Cmp::Le, 0.5)
+        );
+        assert_eq!(b.text, "accuracy_drop<=0.5");
+        for bad in [
+            "cosine > 0.9",
+            "cosine >= nan",
+            "max_abs >= 1",
+            "top1 <= 1",
+            "x >= 1",
+            ">= 1",
+            "cosine >=",
+        ] {
+            assert!(parse_budget(bad, 1).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lines_and_global_filters() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+        // a global filter key no pass takes is fine; a per-pass one is not
+        let r = parse(
+            "[filter]\nops = [\"Conv\"]\n[[pass]]\nname = \"dce\"\n",
+            "r",
+        )
+        .unwrap();
+        assert_eq!(r.steps[0].options, serde_json::json!({}));
+        let e = parse(
+            "[[pass]]\nname = \"dce\"\nfilter = { ops = [\"Conv\"] }\n",
+            "r",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+    }
+}
