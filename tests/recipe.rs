@@ -363,6 +363,18 @@ fn cleanup_recipe_is_exact_on_every_fixture_it_can_run() {
         ]);
         assert_eq!(code, 2, "cleanup.toml has budgets: {err}");
         assert!(err.contains("needs validation"), "{err}");
+        let (code, _, err) = cli(&[
+            "run",
+            m,
+            plain.to_str().unwrap(),
+            "--recipe",
+            "examples/cleanup.toml",
+            "--min-cosine",
+            "0.9",
+        ]);
+        assert_eq!(code, 2, "tolerance flags belong to -p --validate: {err}");
+        assert!(err.contains("budgets"), "{err}");
+        assert!(!plain.exists());
         assert!(stdout.is_empty(), "-q prints nothing: {stdout}");
         assert!(out.exists());
     }

@@ -71,6 +71,23 @@ pub fn run(a: RunArgs) -> Result<i32> {
 }
 
 fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<i32> {
+    let t = &a.tolerances;
+    let tolerance_flag = t.max_abs.is_some()
+        || t.mean_abs.is_some()
+        || t.min_cosine.is_some()
+        || t.min_sqnr.is_some()
+        || t.min_pearson.is_some()
+        || t.min_sqnr_centered.is_some()
+        || t.min_top1.is_some()
+        || t.min_top5.is_some()
+        || t.no_default_tolerances;
+    if a.validate || tolerance_flag {
+        return Err(Error::Usage(
+            "--validate and the tolerance flags are for -p; a recipe validates after every pass: write the \
+             limits as budgets (`budget = \"cosine >= 0.999\"`)"
+                .into(),
+        ));
+    }
     let bytes = std::fs::read(&a.input).map_err(|source| Error::Read {
         path: a.input.clone(),
         source,
