@@ -97,7 +97,9 @@ fn default_recipe_on_the_bundled_model() {
             assert_eq!(b["passed"], true, "{b}");
         }
     }
-    // the float model's accuracy recorded by tools/train_digits_resnet.py: 354 / 360
+    // the float model's accuracy recorded by tools/train_digits_resnet.py: 354 / 360. Machine-independent: the
+    // smallest top-1 / top-2 logit gap over the test set is 0.09 (ONNX Runtime) for logits up to 34 in magnitude,
+    // a relative gap of 2.6e-3, about 2e4 x eps32: no summation order flips a prediction.
     let acc_before = r["before"]["accuracy"]["top1"].as_f64().unwrap();
     assert_eq!((acc_before * 360.0).round() as i64, 354);
     let acc_after = r["after"]["accuracy"]["top1"].as_f64().unwrap();
