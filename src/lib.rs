@@ -20,6 +20,7 @@ pub mod io;
 pub mod ir;
 pub mod json;
 pub mod passes;
+pub mod recipe;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
 
 mod inspect;
+mod run;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::io::{self, ExternalMode, SaveOptions};
-use crate::passes::{self, PipelineOptions};
+use crate::passes;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,32 +48,8 @@ pub enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Run passes on a model and save the result.
-    Run {
-        input: PathBuf,
-        output: PathBuf,
-        /// Passes to run, in order: `name` or `name{key=value,...}`; repeat or separate with commas.
-        #[arg(short, long = "pass", required = true)]
-        passes: Vec<String>,
-        /// Stop after this pass (bisecting a problem).
-        #[arg(long)]
-        stop_after: Option<String>,
-        /// Write the pass reports as JSON here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Print the structural diff of input and output.
-        #[arg(long)]
-        diff: bool,
-        /// Validate the result against the input through tract; on failure exit 4 and write nothing.
-        #[arg(long)]
-        validate: bool,
-        #[command(flatten)]
-        inputs: validate::InputArgs,
-        #[command(flatten)]
-        tolerances: validate::ToleranceArgs,
-        #[command(flatten)]
-        data: DataArgs,
-    },
+    /// Run passes (`-p` specs or a `--recipe` with per-pass budgets) on a model and save the result.
+    Run(run::RunArgs),
     /// List the available passes with their options (types, defaults, meaning).
     Passes {
         /// Print JSON instead of text.
@@ -213,67 +190,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 eprintln!("wrote {loc} ({n} bytes)");
             }
         }
-        Command::Run {
-            input,
-            output,
-            passes: specs,
-            stop_after,
-            report,
-            diff,
-            validate: check,
-            inputs,
-            tolerances,
-            data,
-        } => {
-            let mut m = io::load(&input)?;
-            let before = if diff || check { Some(m.clone()) } else { None };
-            let specs = split_specs(&specs);
-            let specs: Vec<&str> = specs.iter().map(|s| s.as_str()).collect();
-            // the services a pass may ask for: calibration and drift on the samples the input flags describe
-            let sample_opts = inputs.options()?;
-            let mut cx = passes::PassContext {
-                calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
-                    sample_opts.clone(),
-                ))),
-                drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
-                progress: Box::new(passes::StderrProgress::new()),
-            };
-            let reports = passes::run_pipeline_with(
-                &mut m,
-                &specs,
-                &PipelineOptions { stop_after },
-                &mut cx,
-            )?;
-            drop(cx);
-            for r in &reports {
-                print!("{r}");
-            }
-            if let (true, Some(b)) = (diff, &before) {
-                print!("{}", crate::dump::diff(b, &m));
-            }
-            if let (true, Some(b)) = (check, &before) {
-                let mut opts = inputs.options()?;
-                opts.tolerances = tolerances.tolerances();
-                let r = crate::validate::compare(b, &m, &opts)?;
-                print!("{r}");
-                if !r.passed() {
-                    eprintln!(
-                        "validation failed: {} not written{}",
-                        output.display(),
-                        report
-                            .as_ref()
-                            .map(|r| format!(", nor {}", r.display()))
-                            .unwrap_or_default()
-                    );
-                    return Ok(4);
-                }
-            }
-            // Written only once validation (if asked) passed: a failed run leaves no file behind.
-            say_relocated(&io::save(&m, &output, &data.save_options())?);
-            if let Some(path) = report {
-                write_json(&path, &reports)?;
-            }
-        }
+        Command::Run(a) => return run::run(a),
         Command::Validate {
             reference,
             candidate,
