@@ -111,6 +111,8 @@ pub fn apply(
         .collect();
     let mut p = Patch::new(PASS);
     let mut moved_from = BTreeSet::new();
+    let mut pending: BTreeMap<(crate::ir::NodeId, usize), (crate::ir::ValueId, Tensor)> =
+        BTreeMap::new();
     // per weighted node: (weight numel, output positions, fraction of the weight kept, groups it touches)
     let mut node_macs: BTreeMap<crate::ir::NodeId, (u64, Option<u64>, f64, BTreeSet<usize>)> =
         BTreeMap::new();
@@ -121,16 +123,22 @@ pub fn apply(
         match &site.kind {
             SiteKind::Tensor { slot, axis, role } => {
                 let v = node.input(*slot).expect("site slot is set");
-                let t = g
-                    .constant(v)
-                    .ok_or_else(|| {
-                        pass_err(format!(
-                            "node '{nname}': input {slot} is no longer constant"
-                        ))
-                    })?
-                    .into_owned();
-                let numel = t.numel()?;
-                let axis_len = t.dims[*axis].max(1) as u64;
+                // a weight can be both a producer (output channels) and a consumer (input channels): the
+                // edits compose on the current tensor of (node, slot)
+                let t = match pending.get(&(site.node, *slot)) {
+                    Some((_, t)) => t.clone(),
+                    None => g
+                        .constant(v)
+                        .ok_or_else(|| {
+                            pass_err(format!("node '{nname}': input {slot} is not constant"))
+                        })?
+                        .into_owned(),
+                };
+                let orig = g.constant(v).ok_or_else(|| {
+                    pass_err(format!("node '{nname}': input {slot} is not constant"))
+                })?;
+                let numel = orig.numel()?;
+                let axis_len = orig.dims[*axis].max(1) as u64;
                 let slice = numel / axis_len;
                 // parameter figures per group
                 for (r, keep) in per.iter() {
@@ -142,7 +150,7 @@ pub fn apply(
                 }
                 if matches!(role, Role::Producer | Role::Consumer) {
                     let is_conv = matches!(node.op.op_type.as_str(), "Conv" | "ConvTranspose");
-                    let ch_from_end = if is_conv { t.dims.len() - 1 } else { 1 };
+                    let ch_from_end = if is_conv { orig.dims.len() - 1 } else { 1 };
                     let pos = positions(g, site.node, ch_from_end);
                     let e =
                         node_macs
@@ -163,7 +171,7 @@ pub fn apply(
                         t.zero_along(*axis as i64, &gone)?
                     }
                 };
-                write(g, &mut p, site.node, *slot, v, new, &nname, &mut moved_from);
+                pending.insert((site.node, *slot), (v, new));
             }
             SiteKind::GroupAttr => {
                 if mode == ChannelMode::Remove && !gone.is_empty() {
@@ -203,6 +211,13 @@ pub fn apply(
                 }
             }
         }
+    }
+    for ((node, slot), (v, t)) in pending {
+        let anchor = g
+            .node(node)
+            .map(|n| n.name().to_string())
+            .unwrap_or_default();
+        write(g, &mut p, node, slot, v, t, &anchor, &mut moved_from);
     }
     // MACs of the weighted nodes: weight size x output positions (None when a shape is not declared)
     let mut total = (Some(0u64), Some(0u64));
