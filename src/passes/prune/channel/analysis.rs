@@ -601,6 +601,9 @@ impl<'a> Walker<'a> {
                         }
                         continue;
                     }
+                    if self.cst(Some(v)).is_none() && self.reshaped_const(v, &l0, op, slot) {
+                        continue;
+                    }
                     let Some(t) = self.cst(Some(v)) else {
                         self.freeze_all(
                             node,
@@ -745,12 +748,109 @@ impl<'a> Walker<'a> {
                 });
             }
             "Flatten" | "Reshape" | "Squeeze" => self.reshape(id, node, l0)?,
+            "Resize" | "Upsample"
+                if ins[0].is_some() && ins.iter().skip(1).all(|l| l.is_none()) =>
+            {
+                // scales (input 2 of Resize, 1 of Upsample) must keep the channel axis; sizes would spell it
+                let (scales_slot, sizes_slot) = if op == "Resize" {
+                    (2, Some(3))
+                } else {
+                    (1, None)
+                };
+                let sizes = sizes_slot
+                    .and_then(|s| node.input(s))
+                    .and_then(|v| self.cst(Some(v)));
+                let has_sizes = sizes_slot.and_then(|s| node.input(s)).is_some()
+                    && sizes
+                        .as_ref()
+                        .is_none_or(|t| t.dims.iter().product::<i64>() != 0);
+                let scales = node
+                    .input(scales_slot)
+                    .and_then(|v| self.cst(Some(v)))
+                    .and_then(|t| t.to_f64_vec().ok());
+                let ok = !has_sizes
+                    && scales.is_some_and(|sc| {
+                        sc.len() >= l0.from_end && sc[sc.len() - l0.from_end] == 1.0
+                    });
+                if !ok {
+                    self.freeze_all(
+                        node,
+                        not_understood("resizes with sizes or a scale on the channel axis"),
+                    );
+                    return Ok(());
+                }
+                self.set(node.output(0), l0);
+            }
             _ => self.freeze_all(
                 node,
                 not_understood("reads the channels and is not understood"),
             ),
         }
         Ok(())
+    }
+
+    /// An operand that is `Reshape(constant, constant shape)` read only here (a bias exported as a 1-D
+    /// tensor reshaped to [1, C, 1, 1]): its data and its shape argument become sites. False when `v` is
+    /// not such a value or does not line up with the channels.
+    fn reshaped_const(&mut self, v: ValueId, l: &Layout, op: &str, slot: usize) -> bool {
+        let Some((rid, rn)) = self.g.producer(v) else {
+            return false;
+        };
+        if !rn.op.is("Reshape")
+            || !rn.op.is_default_domain()
+            || self.g.uses(v).len() != 1
+            || self.g.is_output(v)
+        {
+            return false;
+        }
+        let (Some(data), Some(shape)) = (self.cst(rn.input(0)), self.cst(rn.input(1))) else {
+            return false;
+        };
+        let Ok(shape) = shape.to_i64_vec() else {
+            return false;
+        };
+        let n = (l.channels() * l.block) as i64;
+        if shape.len() < l.from_end || shape.iter().any(|&d| d <= 0) {
+            return false;
+        }
+        let idx = shape.len() - l.from_end;
+        if shape[idx] == 1 {
+            return true;
+        }
+        // data must be 1-D of n values (or n along its only non-1 axis)
+        let non1: Vec<usize> = (0..data.dims.len())
+            .filter(|&a| data.dims[a] != 1)
+            .collect();
+        if shape[idx] != n
+            || non1.len() != 1
+            || data.dims[non1[0]] != n
+            || shape.iter().filter(|&&d| d != 1).count() != 1
+        {
+            return false;
+        }
+        if self.g.uses(rn.input(0).expect("checked")).len() != 1 {
+            return false;
+        }
+        let role = if matches!(op, "Div" | "Pow") || (op == "Sub" && slot == 0) {
+            Role::Keep
+        } else {
+            Role::Param
+        };
+        self.a.sites.push(Site {
+            node: rid,
+            kind: SiteKind::Tensor {
+                slot: 0,
+                axis: non1[0],
+                role,
+            },
+            layout: l.clone(),
+        });
+        self.a.sites.push(Site {
+            node: rid,
+            kind: SiteKind::ReshapeDim { index: idx },
+            layout: l.clone(),
+        });
+        true
     }
 
     /// The sub-layout of channel positions [a, b) (cuts the groups it splits).
