@@ -71,6 +71,13 @@ pub enum SiteKind {
     SplitSizes { outputs: Vec<Layout> },
     /// Reshape whose constant shape (input 1) has the channel dim at `index` spelled out.
     ReshapeDim { index: usize },
+    /// Slice (opset >= 10) on the channel axis: entry `index` of its constant starts / ends (inputs 1, 2) is
+    /// the channel range [start, end) of the input layout; in `remove` mode they become kept counts.
+    SliceRange {
+        index: usize,
+        start: usize,
+        end: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -748,6 +755,13 @@ impl<'a> Walker<'a> {
                 });
             }
             "Flatten" | "Reshape" | "Squeeze" => self.reshape(id, node, l0)?,
+            "Slice"
+                if self.opset >= 10
+                    && ins[0].is_some()
+                    && ins.iter().skip(1).all(|l| l.is_none()) =>
+            {
+                self.slice(id, node, l0)?
+            }
             "Resize" | "Upsample"
                 if ins[0].is_some() && ins.iter().skip(1).all(|l| l.is_none()) =>
             {
@@ -851,6 +865,78 @@ impl<'a> Walker<'a> {
             layout: l.clone(),
         });
         true
+    }
+
+    /// Slice with constant starts / ends / axes / steps: on another axis the layout passes; on the channel
+    /// axis with step 1 the output is the cut [start, end).
+    fn slice(&mut self, id: NodeId, node: &Node, l: Layout) -> Result<()> {
+        let name = node.name();
+        let why = |w: &str| format!("node '{name}' (Slice) {w}");
+        let read = |s: usize| {
+            node.input(s)
+                .map(|v| self.cst(Some(v)).and_then(|t| t.to_i64_vec().ok()))
+        };
+        let (Some(Some(starts)), Some(Some(ends))) = (read(1), read(2)) else {
+            self.freeze_all(node, why("has starts / ends that are not constants"));
+            return Ok(());
+        };
+        let axes = match read(3) {
+            None => Some((0..starts.len() as i64).collect::<Vec<_>>()),
+            Some(a) => a,
+        };
+        let steps = match read(4) {
+            None => Some(vec![1; starts.len()]),
+            Some(s) => s,
+        };
+        let (Some(axes), Some(steps)) = (axes, steps) else {
+            self.freeze_all(node, why("has axes / steps that are not constants"));
+            return Ok(());
+        };
+        if axes.len() != starts.len() || ends.len() != starts.len() || steps.len() != starts.len() {
+            self.freeze_all(node, why("has arguments of different lengths"));
+            return Ok(());
+        }
+        let mut hit = None;
+        for (k, &a) in axes.iter().enumerate() {
+            let from_end = match (a, l.rank) {
+                (a, _) if a < 0 => (-a) as usize,
+                (a, Some(r)) if (a as usize) < r => r - a as usize,
+                _ => {
+                    self.freeze_all(node, why("slices an axis of unknown position"));
+                    return Ok(());
+                }
+            };
+            if from_end == l.from_end {
+                hit = Some(k);
+            }
+        }
+        let Some(k) = hit else {
+            self.set(node.output(0), l);
+            return Ok(());
+        };
+        let n = (l.channels() * l.block) as i64;
+        let clamp = |v: i64| if v < 0 { (v + n).clamp(0, n) } else { v.min(n) };
+        let (a, b) = (clamp(starts[k]), clamp(ends[k]));
+        if steps[k] != 1 || l.block != 1 || a >= b {
+            self.freeze_all(
+                node,
+                why("slices the channels with a step or an empty range"),
+            );
+            return Ok(());
+        }
+        let (a, b) = (a as usize, b as usize);
+        let out = self.cut(&l, a, b);
+        self.a.sites.push(Site {
+            node: id,
+            kind: SiteKind::SliceRange {
+                index: k,
+                start: a,
+                end: b,
+            },
+            layout: l,
+        });
+        self.set(node.output(0), out);
+        Ok(())
     }
 
     /// The sub-layout of channel positions [a, b) (cuts the groups it splits).

@@ -201,6 +201,28 @@ pub fn apply(
                     }
                 }
             }
+            SiteKind::SliceRange { index, start, end } => {
+                if mode == ChannelMode::Remove && !gone.is_empty() {
+                    let before = |x: usize| kept.iter().filter(|&&p| p < x).count() as i64;
+                    for (slot, x) in [(1, *start), (2, *end)] {
+                        let v = node.input(slot).expect("Slice has starts and ends");
+                        let mut s = g.constant(v).expect("constant").to_i64_vec()?;
+                        s[*index] = before(x);
+                        let t = match g.constant(v).expect("constant").dtype() {
+                            crate::ir::DataType::INT64 => {
+                                Tensor::from_i64("", vec![s.len() as i64], &s)
+                            }
+                            dt => Tensor::from_f64_as(
+                                "",
+                                dt,
+                                vec![s.len() as i64],
+                                &s.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                            )?,
+                        };
+                        write(g, &mut p, site.node, slot, v, t, &nname, &mut moved_from);
+                    }
+                }
+            }
             SiteKind::ReshapeDim { index } => {
                 if mode == ChannelMode::Remove && !gone.is_empty() {
                     let v = node.input(1).expect("Reshape has a shape");
