@@ -1,6 +1,7 @@
 //! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
 
 mod inspect;
+mod prune;
 mod run;
 mod validate;
 
@@ -50,6 +51,9 @@ pub enum Command {
     },
     /// Run passes (`-p` specs or a `--recipe` with per-pass budgets) on a model and save the result.
     Run(run::RunArgs),
+    /// Prune weights: magnitude or N:M sparsity, or whole channels through their dependency groups (zero or
+    /// remove); see the `prune` pass.
+    Prune(prune::PruneArgs),
     /// List the available passes with their options (types, defaults, meaning).
     Passes {
         /// Print JSON instead of text.
@@ -231,6 +235,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let r = crate::validate::evaluate(&io::load(&model)?, Some(&model), &opts)?;
             show(&r, json);
         }
+        Command::Prune(args) => return prune::run(args),
         Command::Passes { json, markdown } => {
             if json {
                 println!(

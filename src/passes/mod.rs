@@ -10,6 +10,7 @@ pub mod convert;
 pub mod fold;
 pub mod options;
 pub mod pipeline;
+pub mod prune;
 pub mod quantize;
 pub mod registry;
 pub mod spec;

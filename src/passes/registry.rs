@@ -89,6 +89,15 @@ pub static PASSES: &[PassInfo] = &[
             Ok(Box::new(crate::passes::convert::UpgradeOpset::new(o)?))
         },
     },
+    PassInfo {
+        name: "prune",
+        summary: "zero weights by magnitude or N:M, or prune whole channels through their dependency groups (zero or remove)",
+        options: describe::<crate::passes::prune::PruneOptions>,
+        make: |v| {
+            let o: crate::passes::prune::PruneOptions = parse(v)?;
+            Ok(Box::new(crate::passes::prune::Prune::new(o)?))
+        },
+    },
 ];
 
 pub fn lookup(name: &str) -> Result<&'static PassInfo> {

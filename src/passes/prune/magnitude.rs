@@ -1,0 +1,353 @@
+//! Unstructured magnitude pruning and N:M pruning of the constant weights of Conv / ConvTranspose / Gemm /
+//! MatMul, wherever the weight lives (initializer, sparse initializer, `Constant` node, enclosing graph).
+//!
+//! Ties in magnitude are broken by element index, so the result never depends on sort stability or threads.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::tensor::DataType;
+use crate::ir::{AttrList, GraphRoot, Model, Patch, Tensor, WeightRef};
+use crate::passes::{Outcome, PassReport};
+
+use super::{Method, Prune, PASS};
+
+/// The sparsity of one pruned weight.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerSparsity {
+    /// The node that reads the weight (with its subgraph path).
+    pub node: String,
+    pub op: String,
+    pub weight: String,
+    pub numel: u64,
+    pub zeros_before: u64,
+    pub zeros_after: u64,
+    /// zeros_after / numel.
+    pub sparsity: f64,
+}
+
+/// How an op reads its weight along the reduction dimension: element `(o, r, i)` sits at
+/// `o * len * inner + r * inner + i`, and `r` runs over the reduction; `part` is the length of an independent
+/// part of `r` (a Conv group) that an N:M block must not straddle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reduction {
+    pub outer: usize,
+    pub len: usize,
+    pub inner: usize,
+    pub part: usize,
+}
+
+/// The reduction layout of `op`'s weight of dims `dims`; None when the op reads it in a form we do not know.
+pub(crate) fn reduction_of(op: &str, dims: &[i64], group: i64, trans_b: bool) -> Option<Reduction> {
+    let d: Vec<usize> = dims
+        .iter()
+        .map(|&x| usize::try_from(x).ok())
+        .collect::<Option<_>>()?;
+    let prod = |s: &[usize]| s.iter().product::<usize>();
+    match op {
+        "Conv" if d.len() >= 3 => Some(Reduction {
+            outer: d[0],
+            len: prod(&d[1..]),
+            inner: 1,
+            part: prod(&d[1..]),
+        }),
+        "ConvTranspose" if d.len() >= 3 && group >= 1 && d[0] % group as usize == 0 => {
+            Some(Reduction {
+                outer: 1,
+                len: d[0],
+                inner: prod(&d[1..]),
+                part: d[0] / group as usize,
+            })
+        }
+        "Gemm" if d.len() == 2 => Some(if trans_b {
+            Reduction {
+                outer: d[0],
+                len: d[1],
+                inner: 1,
+                part: d[1],
+            }
+        } else {
+            Reduction {
+                outer: 1,
+                len: d[0],
+                inner: d[1],
+                part: d[0],
+            }
+        }),
+        "MatMul" if d.len() >= 2 => {
+            let r = d.len();
+            Some(Reduction {
+                outer: prod(&d[..r - 2]),
+                len: d[r - 2],
+                inner: d[r - 1],
+                part: d[r - 2],
+            })
+        }
+        _ => None,
+    }
+}
+
+struct Target {
+    w: WeightRef,
+    node: String,
+    op: String,
+    layout: Option<Reduction>,
+    values: Vec<f64>,
+    tensor: Tensor,
+}
+
+fn is_float(dt: DataType) -> bool {
+    dt.is_float()
+}
+
+/// Find the weights to prune: input 1 of every node of the chosen ops in the main graph and its subgraphs,
+/// each weight once (the first reader decides its layout).
+fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Target>> {
+    let mut out: Vec<Target> = Vec::new();
+    let mut seen: BTreeMap<(Vec<(u32, usize)>, String), usize> = BTreeMap::new();
+    let mut found: Vec<(WeightRef, String, String, i64, bool)> = Vec::new();
+    model.visit_graphs(&mut |site| {
+        let g = site.graph();
+        for (_, node) in g.nodes() {
+            let op = node.op.op_type.as_str();
+            if !node.op.is_default_domain() || !p.ops.iter().any(|o| o == op) {
+                continue;
+            }
+            let at = site.at(node.name());
+            if site.root != GraphRoot::Main {
+                report.remark(
+                    at,
+                    Outcome::Skipped,
+                    "weights of model-local functions are not pruned",
+                );
+                continue;
+            }
+            let Some(wv) = node.input(1) else { continue };
+            let Some(w) = site.scope.weight(wv) else {
+                report.remark(at, Outcome::Skipped, "input 1 is not a constant weight");
+                continue;
+            };
+            let group = node.get_int("group")?.unwrap_or(1);
+            let trans_b = node.get_int("transB")?.unwrap_or(0) != 0;
+            found.push((w, at, op.to_string(), group, trans_b));
+        }
+        Ok(())
+    })?;
+    for (w, at, op, group, trans_b) in found {
+        let key = (
+            w.path
+                .0
+                .iter()
+                .map(|s| (s.node.index() as u32, s.sub))
+                .collect(),
+            w.name.clone(),
+        );
+        if seen.contains_key(&key) {
+            continue;
+        }
+        let tensor = model.graph.read_weight(&w)?.into_owned();
+        if !is_float(tensor.dtype()) {
+            report.remark(
+                at,
+                Outcome::Skipped,
+                format!(
+                    "weight '{}' is {}, not a float type",
+                    w.name,
+                    tensor.dtype().name()
+                ),
+            );
+            continue;
+        }
+        let layout = reduction_of(&op, &tensor.dims, group, trans_b);
+        let values = tensor.to_f64_vec()?;
+        seen.insert(key, out.len());
+        out.push(Target {
+            w,
+            node: at,
+            op,
+            layout,
+            values,
+            tensor,
+        });
+    }
+    Ok(out)
+}
+
+/// Indices of the `k` smallest |v| (ties by index).
+fn smallest(values: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// Zero the N:M pattern: in every block of `m` consecutive reduction positions keep the `n` largest |w|.
+/// Returns false (nothing done) when the reduction does not split into whole blocks.
+pub(crate) fn nm_mask(values: &mut [f64], r: Reduction, n: usize, m: usize) -> bool {
+    if r.part == 0 || r.part % m != 0 || r.len % r.part != 0 {
+        return false;
+    }
+    let mut block = Vec::with_capacity(m);
+    for o in 0..r.outer {
+        for i in 0..r.inner {
+            for b in 0..r.len / m {
+                block.clear();
+                for j in 0..m {
+                    block.push(o * r.len * r.inner + (b * m + j) * r.inner + i);
+                }
+                let mut order = block.clone();
+                order.sort_by(|&a, &c| values[a].abs().total_cmp(&values[c].abs()).then(a.cmp(&c)));
+                for &e in &order[..m - n] {
+                    values[e] = 0.0;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Does `values` satisfy N:M along `r` (at most `n` non-zeros in every block)?
+pub fn satisfies_nm(
+    values: &[f64],
+    r_op: &str,
+    dims: &[i64],
+    group: i64,
+    trans_b: bool,
+    n: usize,
+    m: usize,
+) -> bool {
+    let Some(r) = reduction_of(r_op, dims, group, trans_b) else {
+        return false;
+    };
+    if r.part % m != 0 {
+        return false;
+    }
+    for o in 0..r.outer {
+        for i in 0..r.inner {
+            for b in 0..r.len / m {
+                let nz = (0..m)
+                    .filter(|j| values[o * r.len * r.inner + (b * m + j) * r.inner + i] != 0.0)
+                    .count();
+                if nz > n {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+pub(super) fn run(
+    p: &Prune,
+    model: &mut Model,
+    report: &mut PassReport,
+) -> Result<Vec<LayerSparsity>> {
+    let mut ts = targets(p, model, report)?;
+    let zeros = |v: &[f64]| v.iter().filter(|x| **x == 0.0).count() as u64;
+    let before: Vec<u64> = ts.iter().map(|t| zeros(&t.values)).collect();
+    let mut skip = vec![false; ts.len()];
+    match p.method {
+        Method::Nm => {
+            for (k, t) in ts.iter_mut().enumerate() {
+                let ok = t
+                    .layout
+                    .is_some_and(|r| nm_mask(&mut t.values, r, p.n, p.m));
+                if !ok {
+                    skip[k] = true;
+                    report.remark(
+                        t.node.clone(),
+                        Outcome::Skipped,
+                        format!(
+                            "weight '{}' {:?}: its reduction dimension does not split into blocks of {}",
+                            t.w.name, t.tensor.dims, p.m
+                        ),
+                    );
+                }
+            }
+        }
+        Method::Magnitude => {
+            if let Some(th) = p.threshold {
+                for t in ts.iter_mut() {
+                    for v in t.values.iter_mut() {
+                        if v.abs() < th {
+                            *v = 0.0;
+                        }
+                    }
+                }
+            } else if p.global {
+                let mut all: Vec<(f64, usize, usize)> = Vec::new();
+                for (k, t) in ts.iter().enumerate() {
+                    all.extend(t.values.iter().enumerate().map(|(i, v)| (v.abs(), k, i)));
+                }
+                let kk = (all.len() as f64 * p.sparsity).floor() as usize;
+                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                for &(_, k, i) in &all[..kk] {
+                    ts[k].values[i] = 0.0;
+                }
+            } else {
+                for t in ts.iter_mut() {
+                    let kk = (t.values.len() as f64 * p.sparsity).floor() as usize;
+                    for i in smallest(&t.values, kk) {
+                        t.values[i] = 0.0;
+                    }
+                }
+            }
+        }
+        Method::Channel => unreachable!("channel pruning is not magnitude pruning"),
+    }
+    let mut out = Vec::new();
+    for (k, t) in ts.into_iter().enumerate() {
+        if skip[k] {
+            continue;
+        }
+        let after = zeros(&t.values);
+        let numel = t.values.len() as u64;
+        out.push(LayerSparsity {
+            node: t.node.clone(),
+            op: t.op.clone(),
+            weight: t.w.name.clone(),
+            numel,
+            zeros_before: before[k],
+            zeros_after: after,
+            sparsity: if numel == 0 {
+                0.0
+            } else {
+                after as f64 / numel as f64
+            },
+        });
+        report.stat("weights_pruned", after - before[k]);
+        if after == before[k] {
+            continue;
+        }
+        let mut nt = Tensor::from_f64_as(
+            t.tensor.name(),
+            t.tensor.dtype(),
+            t.tensor.dims.clone(),
+            &t.values,
+        )
+        .map_err(|e| Error::Pass {
+            pass: PASS.into(),
+            msg: format!("weight '{}': {e}", t.w.name),
+        })?;
+        nt.name = t.tensor.name.clone();
+        nt.doc_string = t.tensor.doc_string.clone();
+        nt.metadata_props = t.tensor.metadata_props.clone();
+        let mut patch = Patch::new(PASS);
+        patch.replace_weight(&t.w, nt);
+        report.record(model.graph.apply_at(&t.w.path, patch)?);
+        report.remark(
+            t.node,
+            Outcome::Applied,
+            format!(
+                "weight '{}': {} of {} zero ({:.1}%)",
+                t.w.name,
+                after,
+                numel,
+                100.0 * after as f64 / numel.max(1) as f64
+            ),
+        );
+    }
+    Ok(out)
+}
