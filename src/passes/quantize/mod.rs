@@ -1,3 +1,4 @@
-//! Quantization: placement rules, calibration, Q/DQ insertion. So far: the calibration interface.
+//! Quantization: parameter math (`params`), calibration interface (`calibrate`), weight-only quantization.
 
 pub mod calibrate;
+pub mod params;
