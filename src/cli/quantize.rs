@@ -28,10 +28,10 @@ pub struct QuantizeArgs {
     /// One scale per weight tensor.
     #[arg(long)]
     pub per_tensor: bool,
-    /// Symmetric ranges (the default).
+    /// Symmetric ranges (zero point 0 for int8; what integer kernels fuse).
     #[arg(long, conflicts_with = "asymmetric")]
     pub symmetric: bool,
-    /// Min / max ranges with a zero point.
+    /// Each channel's min / max range with a zero point (the default: more accurate for weight-only).
     #[arg(long)]
     pub asymmetric: bool,
     /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]).
@@ -69,7 +69,7 @@ impl QuantizeArgs {
         QuantizeOptions {
             mode: self.mode.clone(),
             dtype: self.dtype.clone(),
-            symmetric: !self.asymmetric,
+            symmetric: self.symmetric,
             per_channel: !self.per_tensor,
             reduce_range: self.reduce_range,
             min_elements: self.min_elements,

@@ -23,8 +23,8 @@ crate::pass_options! {
         mode: String = "weight".to_string(),
         /// Integer type of the quantized weights: int8 or uint8.
         dtype: String = "int8".to_string(),
-        /// Symmetric ranges (zero point 0 for int8, 128 for uint8) instead of min / max ranges.
-        symmetric: bool = true,
+        /// Symmetric ranges (zero point 0 for int8, 128 for uint8; what integer kernels fuse) instead of each channel's min / max with a zero point (more accurate for weight-only).
+        symmetric: bool = false,
         /// One scale per output channel (Conv 0, ConvTranspose 1, Gemm 0 with transB else 1, MatMul last, Gather 0); needs ai.onnx 13, raised with upgrade-opset when lower.
         per_channel: bool = true,
         /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]) for CPUs whose u8 x s8 dot products can overflow.
