@@ -343,18 +343,92 @@ pub fn quantize_tensor(w: &Tensor, spec: &QuantSpec) -> Result<(Tensor, Tensor, 
     Ok((r.q, r.scale, r.zero_point))
 }
 
+/// The f32 fast path of `quantize_tensor_full`: one read of the data, per-channel min / max and the integer
+/// values computed straight from f32 (the same arithmetic as the general path: ranges widened in f64 from
+/// exact f32 values, `quantize_value` per element).
+fn quantize_f32(w: &Tensor, spec: &QuantSpec) -> Result<(Vec<QParams>, Tensor)> {
+    let values = w.to_vec::<f32>()?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(tensor_err(
+            w,
+            format!(
+                "element {i} is {}: non-finite values cannot be quantized",
+                values[i]
+            ),
+        ));
+    }
+    let with_name = |e: Error| match e {
+        Error::Invalid { msg, .. } => tensor_err(w, msg),
+        other => other,
+    };
+    let split = match spec.axis {
+        None => AxisSplit {
+            outer: 1,
+            len: 1,
+            inner: values.len(),
+        },
+        Some(a) => AxisSplit::new(&w.dims, a).map_err(with_name)?,
+    };
+    let mut lo = vec![0f32; split.len];
+    let mut hi = vec![0f32; split.len];
+    for o in 0..split.outer {
+        for a in 0..split.len {
+            let start = (o * split.len + a) * split.inner;
+            for &x in &values[start..start + split.inner] {
+                lo[a] = lo[a].min(x);
+                hi[a] = hi[a].max(x);
+            }
+        }
+    }
+    let params: Vec<QParams> = lo
+        .iter()
+        .zip(&hi)
+        .map(|(l, h)| params_for_range(f64::from(*l), f64::from(*h), spec).map_err(with_name))
+        .collect::<Result<_>>()?;
+    let range = spec.range();
+    let name = format!("{}_quantized", w.name());
+    let q = |i: usize, x: f32| quantize_value(x, params[(i / split.inner) % split.len], range);
+    let t = match spec.qtype {
+        QType::Int8 => Tensor::from_vec(
+            name,
+            w.dims.clone(),
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| q(i, *x) as i8)
+                .collect::<Vec<i8>>(),
+        )?,
+        QType::Uint8 => Tensor::from_vec(
+            name,
+            w.dims.clone(),
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| q(i, *x) as u8)
+                .collect::<Vec<u8>>(),
+        )?,
+    };
+    Ok((params, t))
+}
+
 /// `quantize_tensor` with the parameters kept beside the tensors.
 pub fn quantize_tensor_full(w: &Tensor, spec: &QuantSpec) -> Result<Quantized> {
-    let params = params_for_tensor(w, spec)?;
     let base = w.name();
-    let q = quantize_with(
-        &format!("{base}_quantized"),
-        w,
-        &params,
-        spec.axis,
-        spec.qtype.dtype(),
-        spec.range(),
-    )?;
+    let (params, q) = if w.dtype() == DataType::FLOAT {
+        check_scale_dtype(spec.scale_dtype)?;
+        quantize_f32(w, spec)?
+    } else {
+        let params = params_for_tensor(w, spec)?;
+        let q = quantize_with(
+            &format!("{base}_quantized"),
+            w,
+            &params,
+            spec.axis,
+            spec.qtype.dtype(),
+            spec.range(),
+        )?;
+        (params, q)
+    };
     let pdims = match spec.axis {
         None => vec![],
         Some(_) => vec![params.len() as i64],
@@ -689,6 +763,30 @@ mod tests {
                 (1.0f32 / sc).round_ties_even() as i8
             ]
         );
+    }
+
+    /// The f32 fast path and the general path (through f64, as for f16 / f64 weights) give the same tensors.
+    #[test]
+    fn fast_path_matches_general_path() {
+        let w = t32(vec![5, 4, 3], pseudo(60, 11));
+        for qtype in [QType::Int8, QType::Uint8] {
+            for symmetric in [true, false] {
+                for axis in [None, Some(0), Some(2)] {
+                    let spec = QuantSpec {
+                        axis,
+                        ..QuantSpec::per_tensor(qtype, symmetric)
+                    };
+                    let (p, q) = quantize_f32(&w, &spec).unwrap();
+                    let p2 = params_for_tensor(&w, &spec).unwrap();
+                    let q2 =
+                        quantize_with("w_quantized", &w, &p2, axis, qtype.dtype(), spec.range())
+                            .unwrap();
+                    assert_eq!(p, p2);
+                    assert_eq!(q.to_i64_vec().unwrap(), q2.to_i64_vec().unwrap());
+                    assert_eq!(q.dtype(), q2.dtype());
+                }
+            }
+        }
     }
 
     #[test]
