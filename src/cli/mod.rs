@@ -2,6 +2,7 @@
 
 mod inspect;
 mod prune;
+mod quantize;
 mod run;
 mod validate;
 
@@ -54,6 +55,8 @@ pub enum Command {
     /// Prune weights: magnitude or N:M sparsity, or whole channels through their dependency groups (zero or
     /// remove); see the `prune` pass.
     Prune(prune::PruneArgs),
+    /// Quantize a model's weights to int8 / uint8 (`--mode weight`) and save it.
+    Quantize(quantize::QuantizeArgs),
     /// List the available passes with their options (types, defaults, meaning).
     Passes {
         /// Print JSON instead of text.
@@ -236,6 +239,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             show(&r, json);
         }
         Command::Prune(args) => return prune::run(args),
+        Command::Quantize(a) => return quantize::run(a),
         Command::Passes { json, markdown } => {
             if json {
                 println!(

