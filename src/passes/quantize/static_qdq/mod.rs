@@ -720,6 +720,13 @@ pub fn quantize_static(
             report.remark(name.to_string(), Outcome::Skipped, "NaN seen in calibration: tensor kept float");
             continue;
         }
+        if method != RangeMethod::MinMax && ranges::too_few_for_histogram(st) {
+            report.remark(
+                name.to_string(),
+                Outcome::Applied,
+                format!("{} values seen, fewer than the histogram's bins: min/max range", st.minmax.count),
+            );
+        }
         let Some((lo, hi)) = clip_range(st, method) else { continue };
         if !(lo.is_finite() && hi.is_finite()) {
             report.remark(name.to_string(), Outcome::Skipped, "infinite value seen in calibration: tensor kept float");

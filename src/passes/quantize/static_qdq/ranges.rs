@@ -11,23 +11,39 @@ pub enum RangeMethod {
     /// Clip symmetric magnitudes at this percentile (e.g. 99.999) of all values seen.
     Percentile(f64),
     /// The threshold minimising the KL divergence between the magnitude histogram and its 128-level
-    /// quantization (TensorRT's entropy calibration).
+    /// quantization into 128 levels (256 for a non-negative tensor): TensorRT's entropy calibration.
     Entropy,
 }
 
 /// The clipping range of one tensor; `None` when nothing (non-NaN) was seen.
 pub fn clip_range(stats: &TensorStats, method: RangeMethod) -> Option<(f32, f32)> {
     let (lo, hi) = stats.minmax.range()?;
+    if too_few_for_histogram(stats) {
+        return Some((lo, hi));
+    }
     let t = match method {
         RangeMethod::MinMax => return Some((lo, hi)),
         RangeMethod::Percentile(p) => stats.histogram.as_ref()?.abs_percentile(p)?,
-        RangeMethod::Entropy => entropy_threshold(stats.histogram.as_ref()?)?,
+        RangeMethod::Entropy => {
+            // a one-sided (non-negative) tensor spends all 256 levels of uint8 on [0, t]
+            let levels = if lo >= 0.0 { 256 } else { 128 };
+            entropy_threshold(stats.histogram.as_ref()?, levels)?
+        }
     };
     Some((lo.max(-t), hi.min(t)))
 }
 
+/// Fewer values seen than histogram bins: a clipping statistic would throw real values away (a classifier's
+/// logits, a pooled vector), so the full range is used.
+pub fn too_few_for_histogram(stats: &TensorStats) -> bool {
+    stats
+        .histogram
+        .as_ref()
+        .is_none_or(|h| stats.minmax.count < h.bins.len() as u64)
+}
+
 /// KL-optimal symmetric threshold over the magnitude histogram (bins folded around 0).
-pub fn entropy_threshold(h: &Histogram) -> Option<f32> {
+pub fn entropy_threshold(h: &Histogram, levels: usize) -> Option<f32> {
     let n = h.bins.len();
     let half = n / 2;
     if h.total() == 0 || half == 0 {
@@ -38,12 +54,11 @@ pub fn entropy_threshold(h: &Histogram) -> Option<f32> {
         .map(|k| (h.bins[half - 1 - k] + h.bins[half + k]) as f64)
         .collect();
     let w = f64::from(h.limit) / half as f64;
-    const LEVELS: usize = 128;
-    if half <= LEVELS {
+    if half <= levels {
         return Some(h.limit);
     }
     let mut best = (f64::INFINITY, half);
-    for i in LEVELS..=half {
+    for i in levels..=half {
         // reference distribution: the first i bins, outliers folded into the last
         let mut p: Vec<f64> = abs[..i].to_vec();
         p[i - 1] += abs[i..].iter().sum::<f64>();
@@ -51,10 +66,10 @@ pub fn entropy_threshold(h: &Histogram) -> Option<f32> {
         if psum == 0.0 {
             continue;
         }
-        // candidate: the i bins merged into LEVELS levels, each level spread evenly over its non-empty bins
+        // candidate: the i bins merged into levels levels, each level spread evenly over its non-empty bins
         let mut q = vec![0f64; i];
-        for l in 0..LEVELS {
-            let (a, b) = (l * i / LEVELS, ((l + 1) * i / LEVELS).max(l * i / LEVELS + 1));
+        for l in 0..levels {
+            let (a, b) = (l * i / levels, ((l + 1) * i / levels).max(l * i / levels + 1));
             let mass: f64 = abs[a..b].iter().sum();
             let nonzero = abs[a..b].iter().filter(|&&c| c > 0.0).count();
             if nonzero > 0 {
@@ -139,3 +154,4 @@ mod tests {
         assert!(hi < 10.0 && hi >= 0.5, "{hi}");
     }
 }
+
