@@ -47,7 +47,13 @@ fn nn(
     _n: usize,
 ) -> Vec<onnx_rewrite::ir::ValueId> {
     let ins: Vec<_> = inputs.iter().map(|v| Some(*v)).collect();
-    b.named_node(name, onnx_rewrite::ir::OpKey::onnx(op), &ins, &[&format!("{name}_output_0")], attrs)
+    b.named_node(
+        name,
+        onnx_rewrite::ir::OpKey::onnx(op),
+        &ins,
+        &[&format!("{name}_output_0")],
+        attrs,
+    )
 }
 
 fn scaled(n: usize, salt: u64, s: f32) -> Vec<f32> {
@@ -60,32 +66,58 @@ fn scaled(n: usize, salt: u64, s: f32) -> Vec<f32> {
 fn cnn(opset: i64) -> Model {
     let mut b = GraphBuilder::new("cnn");
     let x = b.input("x", DataType::FLOAT, &["1", "3", "12", "12"]);
-    let w1 = b.initializer(Tensor::from_f32("w1", vec![8, 3, 3, 3], &scaled(216, 1, 0.4)));
+    let w1 = b.initializer(Tensor::from_f32(
+        "w1",
+        vec![8, 3, 3, 3],
+        &scaled(216, 1, 0.4),
+    ));
     let b1 = b.initializer(Tensor::from_f32("b1", vec![8], &scaled(8, 2, 0.1)));
-    let c1 = nn(&mut b, "conv1", "Conv", &[x, w1, b1], vec![Attribute::ints("pads", vec![1, 1, 1, 1])], 1)[0];
+    let c1 = nn(
+        &mut b,
+        "conv1",
+        "Conv",
+        &[x, w1, b1],
+        vec![Attribute::ints("pads", vec![1, 1, 1, 1])],
+        1,
+    )[0];
     let r1 = nn(&mut b, "relu1", "Relu", &[c1], vec![], 1)[0];
     let w2 = b.node(
         "Constant",
         &[],
-        vec![Attribute::tensor("value", Tensor::from_f32("", vec![8, 1, 3, 3], &scaled(72, 3, 0.5)))],
+        vec![Attribute::tensor(
+            "value",
+            Tensor::from_f32("", vec![8, 1, 3, 3], &scaled(72, 3, 0.5)),
+        )],
         1,
     )[0];
-    let c2 = nn(&mut b, 
+    let c2 = nn(
+        &mut b,
         "dw",
         "Conv",
         &[r1, w2],
-        vec![Attribute::int("group", 8), Attribute::ints("pads", vec![1, 1, 1, 1])],
+        vec![
+            Attribute::int("group", 8),
+            Attribute::ints("pads", vec![1, 1, 1, 1]),
+        ],
         1,
     )[0];
     let r2 = nn(&mut b, "relu2", "Relu", &[c2], vec![], 1)[0];
-    let mp = nn(&mut b, 
+    let mp = nn(
+        &mut b,
         "pool",
         "MaxPool",
         &[r2],
-        vec![Attribute::ints("kernel_shape", vec![2, 2]), Attribute::ints("strides", vec![2, 2])],
+        vec![
+            Attribute::ints("kernel_shape", vec![2, 2]),
+            Attribute::ints("strides", vec![2, 2]),
+        ],
         1,
     )[0];
-    let w3 = b.initializer(Tensor::from_f32("w3", vec![8, 8, 1, 1], &scaled(64, 4, 0.4)));
+    let w3 = b.initializer(Tensor::from_f32(
+        "w3",
+        vec![8, 8, 1, 1],
+        &scaled(64, 4, 0.4),
+    ));
     let b3 = b.initializer(Tensor::from_f32("b3", vec![8], &scaled(8, 5, 0.1)));
     let c3 = nn(&mut b, "conv3", "Conv", &[mp, w3, b3], vec![], 1)[0];
     let add = nn(&mut b, "residual", "Add", &[c3, mp], vec![], 1)[0];
@@ -93,7 +125,14 @@ fn cnn(opset: i64) -> Model {
     let flat = nn(&mut b, "flat", "Flatten", &[gap], vec![], 1)[0];
     let w4 = b.initializer(Tensor::from_f32("w4", vec![10, 8], &scaled(80, 6, 0.5)));
     let b4 = b.initializer(Tensor::from_f32("b4", vec![10], &scaled(10, 7, 0.1)));
-    let g = nn(&mut b, "fc", "Gemm", &[flat, w4, b4], vec![Attribute::int("transB", 1)], 1)[0];
+    let g = nn(
+        &mut b,
+        "fc",
+        "Gemm",
+        &[flat, w4, b4],
+        vec![Attribute::int("transB", 1)],
+        1,
+    )[0];
     let w5 = b.initializer(Tensor::from_f32("w5", vec![10, 4], &scaled(40, 8, 0.5)));
     let y = nn(&mut b, "head", "MatMul", &[g, w5], vec![], 1)[0];
     b.output(y, DataType::FLOAT, &["1", "4"]);
@@ -157,12 +196,24 @@ fn check_structure(m: &Model, r: &PassReport) -> usize {
         checked += 1;
         for (slot, v) in n.inputs.iter().enumerate() {
             let v = v.expect("inputs present");
-            let why: Vec<&str> = r.remarks.iter().filter(|x| x.at == n.name() && x.outcome == Outcome::Skipped).map(|x| x.reason.as_str()).collect();
+            let why: Vec<&str> = r
+                .remarks
+                .iter()
+                .filter(|x| x.at == n.name() && x.outcome == Outcome::Skipped)
+                .map(|x| x.reason.as_str())
+                .collect();
             if slot == 2 && why.iter().any(|w| w.starts_with("bias")) {
                 continue; // kept float, and said why
             }
-            let (_, dq) = g.producer(v).unwrap_or_else(|| panic!("{}: input {slot} has no producer ({why:?})", n.name()));
-            assert!(dq.op.is("DequantizeLinear"), "{}: input {slot} is fed by {}", n.name(), dq.op.op_type);
+            let (_, dq) = g
+                .producer(v)
+                .unwrap_or_else(|| panic!("{}: input {slot} has no producer ({why:?})", n.name()));
+            assert!(
+                dq.op.is("DequantizeLinear"),
+                "{}: input {slot} is fed by {}",
+                n.name(),
+                dq.op.op_type
+            );
             let q = dq.input(0).unwrap();
             let want = match slot {
                 0 => None,
@@ -171,17 +222,41 @@ fn check_structure(m: &Model, r: &PassReport) -> usize {
                 _ => None,
             };
             if let Some(dt) = want {
-                assert_eq!(g.constant(q).unwrap().dtype(), dt, "{} input {slot}", n.name());
+                assert_eq!(
+                    g.constant(q).unwrap().dtype(),
+                    dt,
+                    "{} input {slot}",
+                    n.name()
+                );
             }
             if slot == 2 {
                 // bias scale = input scale x weight scale, zero point 0
-                let xs = consts(g, g.producer(n.inputs[0].unwrap()).unwrap().1.input(1).unwrap())[0];
-                let ws = consts(g, g.producer(n.inputs[1].unwrap()).unwrap().1.input(1).unwrap());
+                let xs = consts(
+                    g,
+                    g.producer(n.inputs[0].unwrap())
+                        .unwrap()
+                        .1
+                        .input(1)
+                        .unwrap(),
+                )[0];
+                let ws = consts(
+                    g,
+                    g.producer(n.inputs[1].unwrap())
+                        .unwrap()
+                        .1
+                        .input(1)
+                        .unwrap(),
+                );
                 let bs = consts(g, dq.input(1).unwrap());
                 assert_eq!(bs.len(), ws.len());
                 for (b, w) in bs.iter().zip(&ws) {
                     // one f32 product: relative error <= eps32 / 2
-                    assert!((b - xs * w).abs() <= f64::from(f32::EPSILON) * (xs * w).abs(), "{}: {b} vs {}", n.name(), xs * w);
+                    assert!(
+                        (b - xs * w).abs() <= f64::from(f32::EPSILON) * (xs * w).abs(),
+                        "{}: {b} vs {}",
+                        n.name(),
+                        xs * w
+                    );
                 }
                 assert!(consts(g, dq.input(2).unwrap()).iter().all(|z| *z == 0.0));
             }
@@ -190,15 +265,24 @@ fn check_structure(m: &Model, r: &PassReport) -> usize {
     // one Q/DQ pair per tensor: no value is read by two QuantizeLinear nodes
     let mut q_of: BTreeMap<String, usize> = BTreeMap::new();
     for (_, n) in g.nodes().filter(|(_, n)| n.op.is("QuantizeLinear")) {
-        *q_of.entry(g.value_name(n.inputs[0].unwrap()).to_string()).or_default() += 1;
-        assert!(producer_op(g, n.inputs[0].unwrap()).as_deref() != Some("DequantizeLinear") || true);
+        *q_of
+            .entry(g.value_name(n.inputs[0].unwrap()).to_string())
+            .or_default() += 1;
+        assert!(
+            producer_op(g, n.inputs[0].unwrap()).as_deref() != Some("DequantizeLinear") || true
+        );
     }
     for (t, k) in &q_of {
         assert_eq!(*k, 1, "tensor '{t}' has {k} QuantizeLinear nodes");
     }
     // every initializer is read (the float weights are gone)
     for (v, t) in g.initializers() {
-        assert!(!g.uses(v).is_empty() || g.is_output(v), "initializer '{}' ({:?}) is read by nothing", g.value_name(v), t.dtype());
+        assert!(
+            !g.uses(v).is_empty() || g.is_output(v),
+            "initializer '{}' ({:?}) is read by nothing",
+            g.value_name(v),
+            t.dtype()
+        );
     }
     checked
 }
@@ -209,9 +293,17 @@ fn check_files(files: &[PathBuf]) {
         .args(files)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "checker / ONNX Runtime rejected:\n{text}");
-    assert_eq!(text.lines().filter(|l| l.starts_with("ok ")).count(), files.len(), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "checker / ONNX Runtime rejected:\n{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        files.len(),
+        "{text}"
+    );
 }
 
 fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
@@ -254,21 +346,32 @@ fn cnn_static_qdq_structure_numbers_and_export() {
         let mut m = original.clone();
         let r = quantize(&mut m, sample_opts(0, 8, &[]), &o);
         let checked = check_structure(&m, &r);
-        assert_eq!(checked, 5, "{name}: every Conv, Gemm and MatMul is quantised\n{r}");
+        assert_eq!(
+            checked, 5,
+            "{name}: every Conv, Gemm and MatMul is quantised\n{r}"
+        );
         assert!(count(&m, "QuantizeLinear") >= 8, "{name}\n{r}");
         assert_eq!(r.stats["weights_quantized"], 5, "{name}");
         assert_eq!(r.stats["biases_quantized"], 3, "{name}"); // conv1, conv3, fc (dw has none)
-        // Relu absorbed: no Q/DQ between conv1 and relu1
+                                                              // Relu absorbed: no Q/DQ between conv1 and relu1
         let g = &m.graph;
         let relu1 = g.nodes().find(|(_, n)| n.name() == "relu1").unwrap().1;
-        assert_eq!(producer_op(g, relu1.inputs[0].unwrap()).as_deref(), Some("Conv"), "{name}");
+        assert_eq!(
+            producer_op(g, relu1.inputs[0].unwrap()).as_deref(),
+            Some("Conv"),
+            "{name}"
+        );
         // MaxPool reuses its input's parameters
         let pool = g.nodes().find(|(_, n)| n.name() == "pool").unwrap().1;
         let pin = g.producer(pool.inputs[0].unwrap()).unwrap().1;
         let pout = g.uses(pool.outputs[0].unwrap());
         let pq = g.node(pout[0].node).unwrap();
         assert!(pq.op.is("QuantizeLinear"), "{name}");
-        assert_eq!(consts(g, pin.input(1).unwrap()), consts(g, pq.input(1).unwrap()), "{name}");
+        assert_eq!(
+            consts(g, pin.input(1).unwrap()),
+            consts(g, pq.input(1).unwrap()),
+            "{name}"
+        );
         let s = sqnr(&original, &m, &sample_opts(1, 4, &[]));
         eprintln!("{name}: centred SQNR {s:.1} dB");
         // entropy clips the tails of the activations on purpose (it trades them for resolution), which the
@@ -289,7 +392,13 @@ fn a_wrong_scale_fails() {
     let g = &m.graph;
     let (v, t) = g
         .initializers()
-        .find(|(v, _)| g.value_name(*v) == "relu1_output_0_scale" || g.value_name(*v).ends_with("_scale") && g.uses(*v).iter().any(|u| g.node(u.node).unwrap().op.is("QuantizeLinear")))
+        .find(|(v, _)| {
+            g.value_name(*v) == "relu1_output_0_scale"
+                || g.value_name(*v).ends_with("_scale")
+                    && g.uses(*v)
+                        .iter()
+                        .any(|u| g.node(u.node).unwrap().op.is("QuantizeLinear"))
+        })
         .map(|(v, t)| (v, t.clone()))
         .unwrap();
     let s = t.to_f64_vec().unwrap()[0] as f32 / 16.0;
@@ -308,14 +417,26 @@ fn opset_11_is_raised() {
     let mut m = original.clone();
     let r = quantize(&mut m, sample_opts(0, 4, &[]), &StaticQdqOptions::default());
     assert_eq!(m.opset(""), Some(13));
-    assert!(r.remarks.iter().any(|x| x.reason.contains("raised from 11 to 13")), "{r}");
+    assert!(
+        r.remarks
+            .iter()
+            .any(|x| x.reason.contains("raised from 11 to 13")),
+        "{r}"
+    );
     check_structure(&m, &r);
     assert!(sqnr(&original, &m, &sample_opts(1, 4, &[])) >= MIN_SQNR_DB);
     // per-tensor needs only 10: the opset stays
     let mut m2 = original.clone();
-    quantize(&mut m2, sample_opts(0, 4, &[]), &opts(|o| o.per_channel = false));
+    quantize(
+        &mut m2,
+        sample_opts(0, 4, &[]),
+        &opts(|o| o.per_channel = false),
+    );
     assert_eq!(m2.opset(""), Some(11));
-    check_files(&[save(&m, dir.path(), "op11"), save(&m2, dir.path(), "op11_pt")]);
+    check_files(&[
+        save(&m, dir.path(), "op11"),
+        save(&m2, dir.path(), "op11_pt"),
+    ]);
 }
 
 /// include / exclude by node name, op type and pattern; an already quantised model is left as it is.
@@ -323,14 +444,35 @@ fn opset_11_is_raised() {
 fn filters_and_already_quantised() {
     let original = cnn(13);
     let mut m = original.clone();
-    let r = quantize(&mut m, sample_opts(0, 2, &[]), &opts(|o| o.exclude = vec!["conv*".into(), "Gemm".into()]));
+    let r = quantize(
+        &mut m,
+        sample_opts(0, 2, &[]),
+        &opts(|o| o.exclude = vec!["conv*".into(), "Gemm".into()]),
+    );
     for n in ["conv1", "conv3", "fc"] {
-        assert!(r.remarks.iter().any(|x| x.at == n && x.reason == "excluded by the filter"), "{n}\n{r}");
+        assert!(
+            r.remarks
+                .iter()
+                .any(|x| x.at == n && x.reason == "excluded by the filter"),
+            "{n}\n{r}"
+        );
     }
-    let conv1 = m.graph.nodes().find(|(_, n)| n.name() == "conv1").unwrap().1;
-    assert!(m.graph.constant(conv1.inputs[1].unwrap()).is_some(), "conv1 weight stays float");
+    let conv1 = m
+        .graph
+        .nodes()
+        .find(|(_, n)| n.name() == "conv1")
+        .unwrap()
+        .1;
+    assert!(
+        m.graph.constant(conv1.inputs[1].unwrap()).is_some(),
+        "conv1 weight stays float"
+    );
     let mut m = original.clone();
-    let r = quantize(&mut m, sample_opts(0, 2, &[]), &opts(|o| o.include = vec!["head".into()]));
+    let r = quantize(
+        &mut m,
+        sample_opts(0, 2, &[]),
+        &opts(|o| o.include = vec!["head".into()]),
+    );
     assert_eq!(r.stats["nodes_quantized"], 1, "{r}");
     // quantising the quantised model again changes nothing
     let mut q = original.clone();
@@ -348,17 +490,30 @@ fn filters_and_already_quantised() {
 fn sensitivity_meets_the_budget() {
     let original = cnn(13);
     let mut full = original.clone();
-    quantize(&mut full, sample_opts(0, 4, &[]), &StaticQdqOptions::default());
+    quantize(
+        &mut full,
+        sample_opts(0, 4, &[]),
+        &StaticQdqOptions::default(),
+    );
     let mut d = TractDrift::new(&original, sample_opts(0, 4, &[]));
     use onnx_rewrite::passes::DriftMeasure;
     let c_full = d.measure(&full).unwrap().min_cosine();
     // a budget between the full quantisation and 1: some layers must stay float
     let budget = 1.0 - (1.0 - c_full) / 4.0;
     let mut m = original.clone();
-    let r = quantize(&mut m, sample_opts(0, 4, &[]), &opts(|o| o.drift_budget = budget));
+    let r = quantize(
+        &mut m,
+        sample_opts(0, 4, &[]),
+        &opts(|o| o.drift_budget = budget),
+    );
     let kept = r.stats["nodes_kept_float"];
     assert!(kept >= 1, "{r}");
-    assert!(r.remarks.iter().any(|x| x.reason.starts_with("kept float by sensitivity")), "{r}");
+    assert!(
+        r.remarks
+            .iter()
+            .any(|x| x.reason.starts_with("kept float by sensitivity")),
+        "{r}"
+    );
     let c = d.measure(&m).unwrap().min_cosine();
     assert!(c >= budget, "cosine {c} < budget {budget}\n{r}");
 }
@@ -370,7 +525,10 @@ fn real_opts(name: &str, dir: &Path, seed: u64, samples: usize) -> Option<Valida
         "minilm_l3_paraphrase" => &[("sequence_length", 16)],
         "minilm_l6_int8" => &[("sequence", 16)],
         "ppocr_mobile_v2_cls" => &[("?", 48)],
-        "ppocrv4_det" => &[("p2o.DynamicDimension.1", 64), ("p2o.DynamicDimension.2", 64)],
+        "ppocrv4_det" => &[
+            ("p2o.DynamicDimension.1", 64),
+            ("p2o.DynamicDimension.2", 64),
+        ],
         "picodet_layout_cdla" => &[],
         n if n.starts_with("silero") => &[],
         _ => return None,
@@ -382,10 +540,18 @@ fn real_opts(name: &str, dir: &Path, seed: u64, samples: usize) -> Option<Valida
         for s in 0..samples {
             let sd = d.join(format!("s{s}"));
             std::fs::create_dir_all(&sd).unwrap();
-            let audio: Vec<f32> = (0..512).map(|i| 0.3 * ((i + 37 * s + 500 * seed as usize) as f32 * 0.05).sin()).collect();
+            let audio: Vec<f32> = (0..512)
+                .map(|i| 0.3 * ((i + 37 * s + 500 * seed as usize) as f32 * 0.05).sin())
+                .collect();
             let w = |f: &str, t: &Tensor| validate::npy::write_npy(&sd.join(f), t).unwrap();
-            w("input.npy", &Tensor::from_f32("input", vec![1, 512], &audio));
-            w("state.npy", &Tensor::from_f32("state", vec![2, 1, 128], &[0.0; 256]));
+            w(
+                "input.npy",
+                &Tensor::from_f32("input", vec![1, 512], &audio),
+            );
+            w(
+                "state.npy",
+                &Tensor::from_f32("state", vec![2, 1, 128], &[0.0; 256]),
+            );
             w("sr.npy", &Tensor::from_i64("sr", vec![], &[16000]));
         }
         o.inputs = vec![d];
@@ -402,11 +568,14 @@ fn real_models_quantise_check_and_run() {
     let mut files = Vec::new();
     let mut summary = String::new();
     for (meta, path) in common::real_models() {
-        let Some(calib) = real_opts(&meta.name, dir.path(), 0, 4) else { continue };
+        let Some(calib) = real_opts(&meta.name, dir.path(), 0, 4) else {
+            continue;
+        };
         let check = real_opts(&meta.name, dir.path(), 1, 2).unwrap();
         let original = io::load(&path).unwrap();
         let mut m = original.clone();
-        onnx_rewrite::passes::run_pipeline(&mut m, &["fold-batchnorm", "dce"], &Default::default()).unwrap();
+        onnx_rewrite::passes::run_pipeline(&mut m, &["fold-batchnorm", "dce"], &Default::default())
+            .unwrap();
         let r = quantize(&mut m, calib, &StaticQdqOptions::default());
         let checked = check_structure(&m, &r);
         let s = sqnr(&original, &m, &check);

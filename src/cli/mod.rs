@@ -1,6 +1,7 @@
 //! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
 
 mod inspect;
+mod quantize;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,8 @@ pub enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Quantize a model: weights to int8 / uint8 (`--mode weight`) or calibrated QDQ (`--mode static`).
+    Quantize(quantize::QuantizeArgs),
     /// List the available passes with their options (types, defaults, meaning).
     Passes {
         /// Print JSON instead of text.
@@ -314,6 +317,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let r = crate::validate::evaluate(&io::load(&model)?, Some(&model), &opts)?;
             show(&r, json);
         }
+        Command::Quantize(a) => return quantize::run(a),
         Command::Passes { json, markdown } => {
             if json {
                 println!(

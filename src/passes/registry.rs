@@ -89,6 +89,15 @@ pub static PASSES: &[PassInfo] = &[
             Ok(Box::new(crate::passes::convert::UpgradeOpset::new(o)?))
         },
     },
+    PassInfo {
+        name: "quantize",
+        summary: "quantize constant weights of Conv / ConvTranspose / Gemm / MatMul to int8 or uint8 read through DequantizeLinear (mode=weight)",
+        options: describe::<crate::passes::quantize::QuantizeOptions>,
+        make: |v| {
+            let o: crate::passes::quantize::QuantizeOptions = parse(v)?;
+            Ok(Box::new(crate::passes::quantize::Quantize::new(o)?))
+        },
+    },
 ];
 
 pub fn lookup(name: &str) -> Result<&'static PassInfo> {

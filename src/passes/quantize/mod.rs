@@ -1,4 +1,145 @@
-//! Quantization: placement rules, calibration, Q/DQ insertion. So far: the calibration interface and static QDQ.
+//! Quantization: the parameter arithmetic (`params`), the calibration interface (`calibrate`) and the
+//! `quantize` pass: `quantize{mode=weight}` (weight-only int8 / uint8, `weight`) and `mode=static`
+//! (calibrated QDQ on activations, weights and biases, `static_qdq`).
 
 pub mod calibrate;
+pub mod params;
 pub mod static_qdq;
+pub mod weight;
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::ir::Model;
+use crate::passes::{Pass, PassContext, PassReport};
+use params::QType;
+use weight::WeightConfig;
+
+pub const PASS: &str = "quantize";
+
+crate::pass_options! {
+    /// Options of `quantize`.
+    pub struct QuantizeOptions {
+        /// What to quantize: `weight` (constant weights only, int8 storage read through DequantizeLinear) or `static` (calibrated QDQ on activations too).
+        mode: String = "weight".to_string(),
+        /// Integer type of the quantized weights: int8 or uint8.
+        dtype: String = "int8".to_string(),
+        /// Symmetric ranges (zero point 0 for int8, 128 for uint8) instead of min / max ranges.
+        symmetric: bool = true,
+        /// One scale per output channel (Conv 0, ConvTranspose 1, Gemm 0 with transB else 1, MatMul last, Gather 0); needs ai.onnx 13, raised with upgrade-opset when lower.
+        per_channel: bool = true,
+        /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]) for CPUs whose u8 x s8 dot products can overflow.
+        reduce_range: bool = false,
+        /// Weights with fewer elements stay float.
+        min_elements: u64 = 256,
+        /// Op types whose weights are quantized (Conv, ConvTranspose, Gemm, MatMul; Gather for embeddings).
+        ops: Vec<String> = vec!["Conv".into(), "ConvTranspose".into(), "Gemm".into(), "MatMul".into()],
+        /// Node-name or weight-name patterns (`*`, `?`): when given, only weights read by a matching node.
+        include: Vec<String> = vec![],
+        /// Node-name or weight-name patterns (`*`, `?`): weights read by a matching node stay float.
+        exclude: Vec<String> = vec![],
+        /// mode=static: activation range method: minmax, percentile or entropy.
+        method: String = "minmax".to_string(),
+        /// mode=static, method=percentile: percentile of magnitudes kept.
+        percentile: f64 = 99.999,
+        /// mode=static: activation type, uint8 or int8.
+        activation_type: String = "uint8".to_string(),
+        /// mode=static: ops quantised on activations only, besides `ops`.
+        activation_ops: Vec<String> = vec!["Add".into(), "Mul".into(), "GlobalAveragePool".into(), "AveragePool".into()],
+        /// mode=static: cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains first.
+        equalize: bool = false,
+        /// mode=static: keep the most sensitive layers float until the worst output cosine is at least this (0 = off).
+        drift_budget: f64 = 0.0,
+    }
+}
+
+/// The quantize mode, parsed from `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Weight,
+    Static,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "weight" => Ok(Mode::Weight),
+            "static" => Ok(Mode::Static),
+            _ => Err(Error::Usage(format!(
+                "unknown mode '{s}' (expected weight or static)"
+            ))),
+        }
+    }
+}
+
+pub struct Quantize {
+    pub mode: Mode,
+    pub weight: WeightConfig,
+    pub static_qdq: static_qdq::StaticQdqOptions,
+}
+
+impl Quantize {
+    pub fn new(o: QuantizeOptions) -> Result<Quantize> {
+        let mode: Mode = o.mode.parse()?;
+        if mode == Mode::Static && (o.dtype != "int8" || !o.symmetric || o.reduce_range) {
+            return Err(Error::Usage(
+                "mode=static quantizes weights to symmetric int8 (the form ONNX Runtime's integer kernels take): drop dtype / symmetric / reduce_range"
+                    .into(),
+            ));
+        }
+        let static_qdq = static_qdq::StaticQdqOptions {
+            method: o.method.clone(),
+            percentile: o.percentile,
+            activation_type: o.activation_type.clone(),
+            per_channel: o.per_channel,
+            ops: o.ops.iter().chain(&o.activation_ops).cloned().collect(),
+            include: o.include.clone(),
+            exclude: o.exclude.clone(),
+            equalize: o.equalize,
+            drift_budget: o.drift_budget,
+            ..Default::default()
+        };
+        static_qdq.check()?;
+        let qtype: QType = o.dtype.parse()?;
+        let mut ops = BTreeSet::new();
+        for op in &o.ops {
+            if !weight::KNOWN_OPS.contains(&op.as_str()) {
+                return Err(Error::Usage(format!(
+                    "op '{op}' has no known weight slot; choose from {}",
+                    weight::KNOWN_OPS.join(", ")
+                )));
+            }
+            ops.insert(op.clone());
+        }
+        Ok(Quantize {
+            mode,
+            static_qdq,
+            weight: WeightConfig {
+                qtype,
+                symmetric: o.symmetric,
+                per_channel: o.per_channel,
+                reduce_range: o.reduce_range,
+                min_elements: o.min_elements,
+                ops,
+                include: o.include,
+                exclude: o.exclude,
+            },
+        })
+    }
+}
+
+impl Pass for Quantize {
+    fn name(&self) -> &'static str {
+        PASS
+    }
+
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<PassReport> {
+        let mut report = PassReport::new(PASS);
+        match self.mode {
+            Mode::Weight => weight::run(model, &self.weight, cx, &mut report)?,
+            Mode::Static => return static_qdq::quantize_static(model, cx, &self.static_qdq),
+        }
+        Ok(report)
+    }
+}

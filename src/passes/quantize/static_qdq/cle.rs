@@ -26,7 +26,9 @@ struct Layer {
 fn layer(g: &Graph, n: NodeId) -> Result<Option<Layer>> {
     let node = g.node(n).expect("live");
     if let Some(v) = ConvView::of(node)? {
-        let Some(t) = g.constant(v.w) else { return Ok(None) };
+        let Some(t) = g.constant(v.w) else {
+            return Ok(None);
+        };
         let depthwise = v.group > 1 && t.dims.len() >= 2 && t.dims[1] == 1 && v.group == t.dims[0];
         if v.group != 1 && !depthwise {
             return Ok(None);
@@ -43,7 +45,8 @@ fn layer(g: &Graph, n: NodeId) -> Result<Option<Layer>> {
         if v.trans_a || !g.constant(v.b).is_some_and(|t| t.dims.len() == 2) {
             return Ok(None);
         }
-        let c_ok = v.c.is_none_or(|c| g.constant(c).is_some_and(|t| t.dims.len() == 1));
+        let c_ok =
+            v.c.is_none_or(|c| g.constant(c).is_some_and(|t| t.dims.len() == 1));
         if !c_ok {
             return Ok(None);
         }
@@ -94,7 +97,9 @@ pub fn equalize(g: &mut Graph, report: &mut PassReport) -> Result<()> {
             let Some(l1) = layer(g, n1)? else { continue };
             let node1 = g.node(n1).expect("live");
             let Some(y1) = node1.output(0) else { continue };
-            let Some(a) = only_reader(g, y1) else { continue };
+            let Some(a) = only_reader(g, y1) else {
+                continue;
+            };
             let act = g.node(a).expect("live");
             if !(act.op.is("Relu") || act.op.is("LeakyRelu") || act.op.is("PRelu")) {
                 continue;
@@ -103,15 +108,25 @@ pub fn equalize(g: &mut Graph, report: &mut PassReport) -> Result<()> {
                 continue;
             }
             let Some(y2) = act.output(0) else { continue };
-            let Some(n2) = only_reader(g, y2) else { continue };
+            let Some(n2) = only_reader(g, y2) else {
+                continue;
+            };
             let Some(l2) = layer(g, n2)? else { continue };
             // the weights change in place: they must be read by these layers only
-            let exclusive = |v: ValueId| g.uses(v).len() == 1 && !g.is_output(v) && g.weight(v).is_some();
-            if !exclusive(l1.w) || !exclusive(l2.w) || l1.b.is_some_and(|b| !exclusive(b)) || l2.w == l1.w {
+            let exclusive =
+                |v: ValueId| g.uses(v).len() == 1 && !g.is_output(v) && g.weight(v).is_some();
+            if !exclusive(l1.w)
+                || !exclusive(l2.w)
+                || l1.b.is_some_and(|b| !exclusive(b))
+                || l2.w == l1.w
+            {
                 continue;
             }
             let (w1r, w2r) = (g.weight(l1.w).unwrap(), g.weight(l2.w).unwrap());
-            let (t1, t2) = (g.read_weight(&w1r)?.into_owned(), g.read_weight(&w2r)?.into_owned());
+            let (t1, t2) = (
+                g.read_weight(&w1r)?.into_owned(),
+                g.read_weight(&w2r)?.into_owned(),
+            );
             if t1.dtype() != DataType::FLOAT || t2.dtype() != DataType::FLOAT {
                 continue;
             }
@@ -125,7 +140,13 @@ pub fn equalize(g: &mut Graph, report: &mut PassReport) -> Result<()> {
             let s: Vec<f64> = r1
                 .iter()
                 .zip(&r2)
-                .map(|(a, b)| if *a > 0.0 && *b > 0.0 { (a / b).sqrt() } else { 1.0 })
+                .map(|(a, b)| {
+                    if *a > 0.0 && *b > 0.0 {
+                        (a / b).sqrt()
+                    } else {
+                        1.0
+                    }
+                })
                 .collect();
             if s.iter().all(|x| (x - 1.0).abs() < 1e-6) {
                 continue;
@@ -134,18 +155,35 @@ pub fn equalize(g: &mut Graph, report: &mut PassReport) -> Result<()> {
             scale_channels(&mut w1, &t1.dims, l1.out_axis, &inv);
             scale_channels(&mut w2, &t2.dims, l2.in_axis, &s);
             let mut p = Patch::new(PASS);
-            p.replace_weight(&w1r, Tensor::from_f64_as("", DataType::FLOAT, t1.dims.clone(), &w1)?);
-            p.replace_weight(&w2r, Tensor::from_f64_as("", DataType::FLOAT, t2.dims.clone(), &w2)?);
+            p.replace_weight(
+                &w1r,
+                Tensor::from_f64_as("", DataType::FLOAT, t1.dims.clone(), &w1)?,
+            );
+            p.replace_weight(
+                &w2r,
+                Tensor::from_f64_as("", DataType::FLOAT, t2.dims.clone(), &w2)?,
+            );
             if let Some(b) = l1.b {
                 let br = g.weight(b).unwrap();
                 let bt = g.read_weight(&br)?.into_owned();
                 if bt.dtype() != DataType::FLOAT || bt.dims != vec![ch] {
                     continue;
                 }
-                let bv: Vec<f64> = bt.to_f64_vec()?.iter().zip(&inv).map(|(x, f)| x * f).collect();
-                p.replace_weight(&br, Tensor::from_f64_as("", DataType::FLOAT, bt.dims.clone(), &bv)?);
+                let bv: Vec<f64> = bt
+                    .to_f64_vec()?
+                    .iter()
+                    .zip(&inv)
+                    .map(|(x, f)| x * f)
+                    .collect();
+                p.replace_weight(
+                    &br,
+                    Tensor::from_f64_as("", DataType::FLOAT, bt.dims.clone(), &bv)?,
+                );
             }
-            let (n1name, n2name) = (node1.name().to_string(), g.node(l2.node).unwrap().name().to_string());
+            let (n1name, n2name) = (
+                node1.name().to_string(),
+                g.node(l2.node).unwrap().name().to_string(),
+            );
             let op = act.op.op_type.clone();
             report.record(g.apply(p)?);
             if sweep == 0 {

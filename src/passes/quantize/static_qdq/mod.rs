@@ -35,7 +35,7 @@ use crate::passes::{Outcome, PassContext, PassReport};
 
 use ranges::{activation_params, clip_range, weight_scale, RangeMethod};
 
-pub const PASS: &str = "quantize";
+use super::PASS;
 
 /// Ops quantised by default.
 pub fn default_ops() -> Vec<String> {
@@ -89,7 +89,9 @@ fn glob(pat: &str, s: &str) -> bool {
     let mut rest = s;
     for (i, p) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(p) else { return false };
+            let Some(r) = rest.strip_prefix(p) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.len() >= p.len() && rest.ends_with(p);
@@ -120,8 +122,25 @@ const DATA_MOVEMENT: &[&str] = &[
 
 /// Ops whose output is float whenever their first input is.
 const FLOAT_PRESERVING: &[&str] = &[
-    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Identity", "Add", "Sub",
-    "Mul", "Div", "Concat", "Slice", "Split", "Pad", "Resize", "Gather", "Neg", "Abs",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "MaxPool",
+    "Identity",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "Slice",
+    "Split",
+    "Pad",
+    "Resize",
+    "Gather",
+    "Neg",
+    "Abs",
 ];
 
 /// Ops whose output is always float (for float models).
@@ -205,7 +224,13 @@ fn absorbable(g: &Graph, n: NodeId) -> bool {
     if node.op.is("Relu") {
         return true;
     }
-    node.op.is("Clip") && node.inputs.iter().skip(1).flatten().all(|v| is_constant(g, *v))
+    node.op.is("Clip")
+        && node
+            .inputs
+            .iter()
+            .skip(1)
+            .flatten()
+            .all(|v| is_constant(g, *v))
 }
 
 /// The output tensor to quantise for a node output: the output of a following Relu/Clip when it is the only
@@ -247,7 +272,11 @@ fn select(
             continue;
         }
         let name = node.name().to_string();
-        let at = if name.is_empty() { format!("<{op}>") } else { name.clone() };
+        let at = if name.is_empty() {
+            format!("<{op}>")
+        } else {
+            name.clone()
+        };
         if !opts.include.is_empty() && !matches_any(&opts.include, &name, op) {
             report.remark(at, Outcome::Skipped, "not included by the filter");
             continue;
@@ -324,10 +353,17 @@ fn select(
             continue;
         };
         if acts.iter().any(|a| produced_by(g, *a, "DequantizeLinear")) {
-            report.remark(at, Outcome::Skipped, "already quantised (input from DequantizeLinear)");
+            report.remark(
+                at,
+                Outcome::Skipped,
+                "already quantised (input from DequantizeLinear)",
+            );
             continue;
         }
-        if let Some(a) = acts.iter().find(|a| !is_f32(g, **a, 0) || is_constant(g, **a)) {
+        if let Some(a) = acts
+            .iter()
+            .find(|a| !is_f32(g, **a, 0) || is_constant(g, **a))
+        {
             report.remark(
                 at,
                 Outcome::Skipped,
@@ -338,7 +374,11 @@ fn select(
         if let Some((_, w, _)) = weight {
             let ok = g
                 .weight(w)
-                .and_then(|wr| g.read_weight(&wr).ok().map(|t| t.dtype() == DataType::FLOAT))
+                .and_then(|wr| {
+                    g.read_weight(&wr)
+                        .ok()
+                        .map(|t| t.dtype() == DataType::FLOAT)
+                })
                 .unwrap_or(false);
             if !ok {
                 report.remark(
@@ -372,12 +412,19 @@ fn select(
 }
 
 /// Every tensor to quantise: `None` = its own calibrated range, `Some(src)` = reuse `src`'s parameters.
-fn tensor_set(g: &Graph, sites: &[&Site], opts: &StaticQdqOptions) -> BTreeMap<ValueId, Option<ValueId>> {
+fn tensor_set(
+    g: &Graph,
+    sites: &[&Site],
+    opts: &StaticQdqOptions,
+) -> BTreeMap<ValueId, Option<ValueId>> {
     let mut set: BTreeMap<ValueId, Option<ValueId>> = BTreeMap::new();
     for s in sites {
         for v in s.acts.iter().chain(&s.outs) {
             // a tensor already read through a QuantizeLinear is left alone
-            if g.consumers(*v).iter().any(|n| g.node(*n).is_some_and(|x| x.op.is("QuantizeLinear"))) {
+            if g.consumers(*v)
+                .iter()
+                .any(|n| g.node(*n).is_some_and(|x| x.op.is("QuantizeLinear")))
+            {
                 continue;
             }
             set.insert(*v, None);
@@ -392,7 +439,9 @@ fn tensor_set(g: &Graph, sites: &[&Site], opts: &StaticQdqOptions) -> BTreeMap<V
         if matches_any(&opts.exclude, node.name(), &node.op.op_type) {
             continue;
         }
-        let (Some(x), Some(y)) = (node.input(0), node.output(0)) else { continue };
+        let (Some(x), Some(y)) = (node.input(0), node.output(0)) else {
+            continue;
+        };
         if let Some(src) = set.get(&x).copied() {
             if node.outputs.iter().flatten().count() == 1 {
                 set.insert(y, Some(src.unwrap_or(x)));
@@ -479,9 +528,16 @@ fn build(
     let mut pairs: BTreeMap<ValueId, ValRef> = BTreeMap::new();
     for (&v, src) in &set {
         let key = src.unwrap_or(v);
-        let Some(ap) = params.get(&key).copied() else { continue };
+        let Some(ap) = params.get(&key).copied() else {
+            continue;
+        };
         let base = g.value_name(v).to_string();
-        let s = p.add_named_initializer(g, &base, "_scale", Tensor::from_f32("", vec![], &[ap.scale]));
+        let s = p.add_named_initializer(
+            g,
+            &base,
+            "_scale",
+            Tensor::from_f32("", vec![], &[ap.scale]),
+        );
         let zp = p.add_named_initializer(g, &base, "_zero_point", act_dtype(ap.zero_point)?);
         let q = p.new_named_value(g, &base, "_QuantizeLinear_Output");
         let dq = p.new_named_value(g, &base, "_DequantizeLinear_Output");
@@ -509,7 +565,9 @@ fn build(
     let mut wcache: BTreeMap<(ValueId, Option<usize>), (ValRef, Vec<f32>)> = BTreeMap::new();
     let mut rewired: BTreeMap<ValueId, usize> = BTreeMap::new();
     for s in sites {
-        let Some((slot, w, axis)) = s.weight else { continue };
+        let Some((slot, w, axis)) = s.weight else {
+            continue;
+        };
         let (dq, wscales) = match wcache.get(&(w, axis)) {
             Some(x) => x.clone(),
             None => {
@@ -525,8 +583,17 @@ fn build(
                     "_quantized",
                     Tensor::from_vec::<i8>("", t.dims.clone(), q)?,
                 );
-                let sdims = if axis.is_some() { vec![scales.len() as i64] } else { vec![] };
-                let st = p.add_named_initializer(g, &base, "_scale", Tensor::from_f32("", sdims.clone(), &scales));
+                let sdims = if axis.is_some() {
+                    vec![scales.len() as i64]
+                } else {
+                    vec![]
+                };
+                let st = p.add_named_initializer(
+                    g,
+                    &base,
+                    "_scale",
+                    Tensor::from_f32("", sdims.clone(), &scales),
+                );
                 let zt = p.add_named_initializer(
                     g,
                     &base,
@@ -540,7 +607,10 @@ fn build(
                     op: OpKey::onnx("DequantizeLinear"),
                     inputs: vec![Some(qt), Some(st), Some(zt)],
                     outputs: vec![out],
-                    attrs: axis.map(|a| Attribute::int("axis", a as i64)).into_iter().collect(),
+                    attrs: axis
+                        .map(|a| Attribute::int("axis", a as i64))
+                        .into_iter()
+                        .collect(),
                 });
                 built.weights += 1;
                 wcache.insert((w, axis), (out, scales.clone()));
@@ -553,19 +623,33 @@ fn build(
         let Some((bslot, b)) = s.bias else { continue };
         let x = s.acts[0];
         let xkey = set.get(&x).and_then(|src| Some(src.unwrap_or(x)));
-        let Some(xp) = xkey.and_then(|k| params.get(&k)) else { continue };
+        let Some(xp) = xkey.and_then(|k| params.get(&k)) else {
+            continue;
+        };
         let Some(bw) = g.weight(b) else {
-            built.remarks.push((s.name.clone(), Outcome::Skipped, "bias is not a constant: kept float".into()));
+            built.remarks.push((
+                s.name.clone(),
+                Outcome::Skipped,
+                "bias is not a constant: kept float".into(),
+            ));
             continue;
         };
         let bt = g.read_weight(&bw)?.into_owned();
         if bt.dtype() != DataType::FLOAT || bt.dims.len() != 1 {
-            built.remarks.push((s.name.clone(), Outcome::Skipped, "bias is not a 1-D float32 constant: kept float".into()));
+            built.remarks.push((
+                s.name.clone(),
+                Outcome::Skipped,
+                "bias is not a 1-D float32 constant: kept float".into(),
+            ));
             continue;
         }
         let bv = bt.to_f64_vec()?;
         if wscales.len() != 1 && wscales.len() != bv.len() {
-            built.remarks.push((s.name.clone(), Outcome::Skipped, "bias length differs from the weight's channels: kept float".into()));
+            built.remarks.push((
+                s.name.clone(),
+                Outcome::Skipped,
+                "bias length differs from the weight's channels: kept float".into(),
+            ));
             continue;
         }
         let bscales: Vec<f32> = (0..if wscales.len() == 1 { 1 } else { bv.len() })
@@ -583,16 +667,39 @@ fn build(
             q.push(r as i32);
         }
         if !fits {
-            built.remarks.push((s.name.clone(), Outcome::Skipped, "bias does not fit int32 at input x weight scale: kept float".into()));
+            built.remarks.push((
+                s.name.clone(),
+                Outcome::Skipped,
+                "bias does not fit int32 at input x weight scale: kept float".into(),
+            ));
             continue;
         }
         let base = bw.name.clone();
-        let sdims = if bscales.len() == 1 { vec![] } else { vec![bscales.len() as i64] };
+        let sdims = if bscales.len() == 1 {
+            vec![]
+        } else {
+            vec![bscales.len() as i64]
+        };
         built.bytes_before += bt.byte_size();
         built.bytes_after += 4 * q.len() as u64 + 4 * bscales.len() as u64;
-        let qt = p.add_named_initializer(g, &base, "_quantized", Tensor::from_vec::<i32>("", bt.dims.clone(), q)?);
-        let st = p.add_named_initializer(g, &base, "_scale", Tensor::from_f32("", sdims.clone(), &bscales));
-        let zt = p.add_named_initializer(g, &base, "_zero_point", Tensor::from_vec::<i32>("", sdims, vec![0; bscales.len()])?);
+        let qt = p.add_named_initializer(
+            g,
+            &base,
+            "_quantized",
+            Tensor::from_vec::<i32>("", bt.dims.clone(), q)?,
+        );
+        let st = p.add_named_initializer(
+            g,
+            &base,
+            "_scale",
+            Tensor::from_f32("", sdims.clone(), &bscales),
+        );
+        let zt = p.add_named_initializer(
+            g,
+            &base,
+            "_zero_point",
+            Tensor::from_vec::<i32>("", sdims, vec![0; bscales.len()])?,
+        );
         let out = p.new_named_value(g, &base, "_DequantizeLinear_Output");
         let name = p.fresh_suffixed(g, &base, "_DequantizeLinear");
         p.add_node_spec(NewNode {
@@ -600,7 +707,10 @@ fn build(
             op: OpKey::onnx("DequantizeLinear"),
             inputs: vec![Some(qt), Some(st), Some(zt)],
             outputs: vec![out],
-            attrs: (bscales.len() > 1).then(|| Attribute::int("axis", 0)).into_iter().collect(),
+            attrs: (bscales.len() > 1)
+                .then(|| Attribute::int("axis", 0))
+                .into_iter()
+                .collect(),
         });
         p.set_input(s.node, bslot, Some(out));
         *rewired.entry(b).or_default() += 1;
@@ -638,6 +748,31 @@ fn parse_method(opts: &StaticQdqOptions) -> Result<RangeMethod> {
     }
 }
 
+impl StaticQdqOptions {
+    /// Usage errors (bad method, percentile, activation type or budget) before anything runs.
+    pub fn check(&self) -> Result<()> {
+        parse_method(self)?;
+        parse_signed(self)?;
+        if !(0.0..=1.0).contains(&self.drift_budget) {
+            return Err(Error::Usage(format!(
+                "pass '{PASS}': drift_budget={} is outside [0, 1]",
+                self.drift_budget
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_signed(opts: &StaticQdqOptions) -> Result<bool> {
+    match opts.activation_type.as_str() {
+        "int8" => Ok(true),
+        "uint8" => Ok(false),
+        t => Err(Error::Usage(format!(
+            "pass '{PASS}': activation_type={t} is not int8 or uint8"
+        ))),
+    }
+}
+
 /// Static QDQ quantization of `model` with the calibrator (and, for `drift_budget`, the drift measure) of `cx`.
 pub fn quantize_static(
     model: &mut Model,
@@ -645,37 +780,34 @@ pub fn quantize_static(
     opts: &StaticQdqOptions,
 ) -> Result<PassReport> {
     let mut report = PassReport::new(PASS);
+    opts.check()?;
     let method = parse_method(opts)?;
-    let signed = match opts.activation_type.as_str() {
-        "int8" => true,
-        "uint8" => false,
-        t => {
-            return Err(Error::Usage(format!(
-                "pass '{PASS}': activation_type={t} is not int8 or uint8"
-            )))
-        }
-    };
-    if !(0.0..=1.0).contains(&opts.drift_budget) {
-        return Err(Error::Usage(format!(
-            "pass '{PASS}': drift_budget={} is outside [0, 1]",
-            opts.drift_budget
-        )));
-    }
+    let signed = parse_signed(opts)?;
     // opsets: per-axis DequantizeLinear needs 13, QuantizeLinear needs 10
     let opset = model.opset("").unwrap_or(1);
     let mut per_channel = opts.per_channel;
     if opset < 13 && (per_channel || opset < 10) {
-        let up = crate::passes::convert::UpgradeOpset::new(crate::passes::convert::UpgradeOpsetOptions { to: 13 })?;
+        let up = crate::passes::convert::UpgradeOpset::new(
+            crate::passes::convert::UpgradeOpsetOptions { to: 13 },
+        )?;
         let mut trial = model.clone();
         match crate::passes::Pass::run(&up, &mut trial, cx) {
             Ok(r) => {
                 *model = trial;
                 report.changes.extend(r.changes);
-                report.remark("<model>", Outcome::Applied, format!("ai.onnx opset raised from {opset} to 13 for per-axis Q/DQ"));
+                report.remark(
+                    "<model>",
+                    Outcome::Applied,
+                    format!("ai.onnx opset raised from {opset} to 13 for per-axis Q/DQ"),
+                );
             }
             Err(e) if opset >= 10 => {
                 per_channel = false;
-                report.remark("<model>", Outcome::Skipped, format!("opset {opset} cannot be raised to 13 ({e}): per-tensor weight scales"));
+                report.remark(
+                    "<model>",
+                    Outcome::Skipped,
+                    format!("opset {opset} cannot be raised to 13 ({e}): per-tensor weight scales"),
+                );
             }
             Err(e) => return Err(e),
         }
@@ -702,11 +834,22 @@ pub fn quantize_static(
         .map(|(v, _)| model.graph.value_name(*v).to_string())
         .collect();
     cx.progress.start("calibrating", None);
-    let bins = if method == RangeMethod::MinMax { 0 } else { opts.histogram_bins.max(256) };
+    let bins = if method == RangeMethod::MinMax {
+        0
+    } else {
+        opts.histogram_bins.max(256)
+    };
     let stats: BTreeMap<String, TensorStats> = if wanted.is_empty() {
         BTreeMap::new()
     } else {
-        collect_stats(cx.calibrator(PASS)?, model, &wanted, StatsOptions { histogram_bins: bins })?
+        collect_stats(
+            cx.calibrator(PASS)?,
+            model,
+            &wanted,
+            StatsOptions {
+                histogram_bins: bins,
+            },
+        )?
     };
     cx.progress.finish();
     let mut params = BTreeMap::new();
@@ -717,19 +860,32 @@ pub fn quantize_static(
         let name = model.graph.value_name(*v);
         let Some(st) = stats.get(name) else { continue };
         if st.minmax.nan_count > 0 {
-            report.remark(name.to_string(), Outcome::Skipped, "NaN seen in calibration: tensor kept float");
+            report.remark(
+                name.to_string(),
+                Outcome::Skipped,
+                "NaN seen in calibration: tensor kept float",
+            );
             continue;
         }
         if method != RangeMethod::MinMax && ranges::too_few_for_histogram(st) {
             report.remark(
                 name.to_string(),
                 Outcome::Applied,
-                format!("{} values seen, fewer than the histogram's bins: min/max range", st.minmax.count),
+                format!(
+                    "{} values seen, fewer than the histogram's bins: min/max range",
+                    st.minmax.count
+                ),
             );
         }
-        let Some((lo, hi)) = clip_range(st, method) else { continue };
+        let Some((lo, hi)) = clip_range(st, method) else {
+            continue;
+        };
         if !(lo.is_finite() && hi.is_finite()) {
-            report.remark(name.to_string(), Outcome::Skipped, "infinite value seen in calibration: tensor kept float");
+            report.remark(
+                name.to_string(),
+                Outcome::Skipped,
+                "infinite value seen in calibration: tensor kept float",
+            );
             continue;
         }
         let (scale, zero_point) = activation_params(lo, hi, signed);
@@ -740,7 +896,10 @@ pub fn quantize_static(
     if opts.drift_budget > 0.0 {
         kept_float = sensitivity(model, cx, &sites, &params, opts, signed, &mut report)?;
     }
-    let chosen: Vec<&Site> = sites.iter().filter(|s| !kept_float.contains(&s.node)).collect();
+    let chosen: Vec<&Site> = sites
+        .iter()
+        .filter(|s| !kept_float.contains(&s.node))
+        .collect();
     let (log, built) = build(&mut model.graph, &chosen, &params, opts, signed)?;
     report.record(log);
     for s in &chosen {
@@ -791,7 +950,15 @@ fn sensitivity(
     };
     let all: Vec<&Site> = sites.iter().collect();
     let full = cx.measure_drift(PASS, &variant(&all)?)?.min_cosine();
-    report.remark("<model>", Outcome::Applied, format!("sensitivity: all {} nodes quantised give output cosine {full:.6} (budget {})", sites.len(), opts.drift_budget));
+    report.remark(
+        "<model>",
+        Outcome::Applied,
+        format!(
+            "sensitivity: all {} nodes quantised give output cosine {full:.6} (budget {})",
+            sites.len(),
+            opts.drift_budget
+        ),
+    );
     if full >= opts.drift_budget {
         return Ok(BTreeSet::new());
     }

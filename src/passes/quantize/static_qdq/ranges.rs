@@ -69,7 +69,10 @@ pub fn entropy_threshold(h: &Histogram, levels: usize) -> Option<f32> {
         // candidate: the i bins merged into levels levels, each level spread evenly over its non-empty bins
         let mut q = vec![0f64; i];
         for l in 0..levels {
-            let (a, b) = (l * i / levels, ((l + 1) * i / levels).max(l * i / levels + 1));
+            let (a, b) = (
+                l * i / levels,
+                ((l + 1) * i / levels).max(l * i / levels + 1),
+            );
             let mass: f64 = abs[a..b].iter().sum();
             let nonzero = abs[a..b].iter().filter(|&&c| c > 0.0).count();
             if nonzero > 0 {
@@ -100,7 +103,11 @@ pub fn entropy_threshold(h: &Histogram, levels: usize) -> Option<f32> {
 /// Scale and zero point of an asymmetric activation range for `signed` (int8: -128..=127) or uint8
 /// (0..=255). The range is widened to contain 0 so that zero is exact (padding, Relu).
 pub fn activation_params(lo: f32, hi: f32, signed: bool) -> (f32, i32) {
-    let (qmin, qmax) = if signed { (-128f64, 127f64) } else { (0f64, 255f64) };
+    let (qmin, qmax) = if signed {
+        (-128f64, 127f64)
+    } else {
+        (0f64, 255f64)
+    };
     let lo = f64::from(lo.min(0.0));
     let hi = f64::from(hi.max(0.0));
     let scale = (hi - lo) / (qmax - qmin);
@@ -125,8 +132,8 @@ pub fn weight_scale(abs_max: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::quantize::calibrate::{StatsCollector, StatsOptions};
     use crate::passes::quantize::calibrate::Observer;
+    use crate::passes::quantize::calibrate::{StatsCollector, StatsOptions};
 
     #[test]
     fn uint8_params_keep_zero_exact() {
@@ -141,9 +148,13 @@ mod tests {
 
     #[test]
     fn percentile_and_entropy_clip_outliers() {
-        let mut c = StatsCollector::new(StatsOptions { histogram_bins: 2048 });
+        let mut c = StatsCollector::new(StatsOptions {
+            histogram_bins: 2048,
+        });
         // a bulk in [-1, 1] and one outlier at 100
-        let mut v: Vec<f32> = (0..100_000).map(|i| ((i % 2001) as f32 - 1000.0) / 1000.0).collect();
+        let mut v: Vec<f32> = (0..100_000)
+            .map(|i| ((i % 2001) as f32 - 1000.0) / 1000.0)
+            .collect();
         v.push(100.0);
         c.observe("x", &v).unwrap();
         let s = &c.stats["x"];
@@ -154,4 +165,3 @@ mod tests {
         assert!(hi < 10.0 && hi >= 0.5, "{hi}");
     }
 }
-

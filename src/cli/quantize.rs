@@ -1,0 +1,139 @@
+//! `quantize IN OUT --mode weight ...`: flags -> `QuantizeOptions` -> the `quantize` pass -> optional
+//! validation -> save.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::validate::{InputArgs, ToleranceArgs};
+use super::DataArgs;
+use crate::error::Result;
+use crate::io;
+use crate::passes::quantize::{Quantize, QuantizeOptions};
+use crate::passes::{self, Pass};
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// `weight`: constant weights only (int8 storage read through DequantizeLinear); `static`: calibrated QDQ
+    /// on activations too (calibration samples from the input flags: `--input` or `--samples N --dim ...`).
+    #[arg(long, default_value = "weight")]
+    pub mode: String,
+    /// Integer type of the quantized weights: int8 or uint8.
+    #[arg(long, default_value = "int8")]
+    pub dtype: String,
+    /// One scale per output channel (the default; raises opsets below 13 with upgrade-opset).
+    #[arg(long, conflicts_with = "per_tensor")]
+    pub per_channel: bool,
+    /// One scale per weight tensor.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// Symmetric ranges (the default).
+    #[arg(long, conflicts_with = "asymmetric")]
+    pub symmetric: bool,
+    /// Min / max ranges with a zero point.
+    #[arg(long)]
+    pub asymmetric: bool,
+    /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]).
+    #[arg(long)]
+    pub reduce_range: bool,
+    /// Weights with fewer elements stay float.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub min_elements: u64,
+    /// Op types whose weights are quantized (repeatable; default Conv, ConvTranspose, Gemm, MatMul).
+    #[arg(long = "op", value_name = "OP")]
+    pub ops: Vec<String>,
+    /// Only weights read by nodes whose name matches (`*`, `?` wildcards; repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Weights read by nodes whose name matches stay float (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// --mode static: activation range method (minmax, percentile, entropy).
+    #[arg(long, default_value = "minmax")]
+    pub method: String,
+    /// --mode static, --method percentile: percentile of magnitudes kept.
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+    /// --mode static: activation type (uint8 or int8).
+    #[arg(long, default_value = "uint8")]
+    pub activation_type: String,
+    /// --mode static: cross-layer equalisation before quantising.
+    #[arg(long)]
+    pub equalize: bool,
+    /// --mode static: keep the most sensitive layers float until the worst output cosine reaches this.
+    #[arg(long, value_name = "COSINE", default_value_t = 0.0)]
+    pub drift_budget: f64,
+    /// Write the pass report (remarks per node, stats) as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Validate the result against the input through tract; on failure exit 4 and write nothing.
+    #[arg(long)]
+    pub validate: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[command(flatten)]
+    pub tolerances: ToleranceArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl QuantizeArgs {
+    fn options(&self) -> QuantizeOptions {
+        let d = QuantizeOptions::default();
+        QuantizeOptions {
+            mode: self.mode.clone(),
+            dtype: self.dtype.clone(),
+            symmetric: !self.asymmetric,
+            per_channel: !self.per_tensor,
+            reduce_range: self.reduce_range,
+            min_elements: self.min_elements,
+            ops: if self.ops.is_empty() {
+                d.ops
+            } else {
+                self.ops.clone()
+            },
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            method: self.method.clone(),
+            percentile: self.percentile,
+            activation_type: self.activation_type.clone(),
+            equalize: self.equalize,
+            drift_budget: self.drift_budget,
+            ..d
+        }
+    }
+}
+
+pub fn run(a: QuantizeArgs) -> Result<i32> {
+    let pass = Quantize::new(a.options())?;
+    let mut m = io::load(&a.input)?;
+    let before = a.validate.then(|| m.clone());
+    // calibration (mode static) and drift (sensitivity) run on the samples the input flags describe
+    let sample_opts = a.inputs.options()?;
+    let mut cx = passes::PassContext {
+        calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
+            sample_opts.clone(),
+        ))),
+        drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
+        progress: Box::new(passes::StderrProgress::new()),
+    };
+    let report = pass.run(&mut m, &mut cx)?;
+    print!("{report}");
+    if let Some(b) = &before {
+        let mut opts = a.inputs.options()?;
+        opts.tolerances = a.tolerances.tolerances();
+        let r = crate::validate::compare(b, &m, &opts)?;
+        print!("{r}");
+        if !r.passed() {
+            eprintln!("validation failed: {} not written", a.output.display());
+            return Ok(4);
+        }
+    }
+    super::say_relocated(&io::save(&m, &a.output, &a.data.save_options())?);
+    if let Some(path) = &a.report {
+        super::write_json(path, &[&report])?;
+    }
+    Ok(0)
+}
