@@ -212,6 +212,8 @@ struct Site {
     weight: Option<(usize, ValueId, Option<usize>)>,
     /// (input slot, bias value): quantised as int32 when the weight is.
     bias: Option<(usize, ValueId)>,
+    /// Constant float inputs of an element-wise op (Add/Mul), stored in the activation type (per tensor).
+    consts: Vec<(usize, ValueId)>,
     /// Outputs quantised (after Relu/Clip absorption).
     outs: Vec<ValueId>,
     /// Said in the remark.
@@ -286,6 +288,7 @@ fn select(
             continue;
         }
         let mut notes = Vec::new();
+        let mut consts = Vec::new();
         let site = match op {
             "Conv" | "ConvTranspose" => {
                 let (x, w, b, group) = if op == "Conv" {
@@ -340,10 +343,24 @@ fn select(
                 (Some(a), Some(b)) if !is_constant(g, a) && !is_constant(g, b) => {
                     Some((vec![a, b], None, None))
                 }
-                _ => {
-                    // an Add of a constant (a MatMul bias) stays float: no integer kernel to gain
-                    continue;
+                (Some(a), Some(b)) if is_constant(g, a) != is_constant(g, b) => {
+                    // one constant operand: stored in the activation type behind its own DequantizeLinear, as
+                    // ONNX Runtime's QLinearAdd / QLinearMul take it
+                    let (k, c, x) = if is_constant(g, a) {
+                        (0, a, b)
+                    } else {
+                        (1, b, a)
+                    };
+                    if g.constant(c).is_some_and(|t| t.dtype() == DataType::FLOAT)
+                        && g.weight(c).is_some()
+                    {
+                        consts.push((k, c));
+                        Some((vec![x], None, None))
+                    } else {
+                        continue;
+                    }
                 }
+                _ => continue,
             },
             "GlobalAveragePool" | "AveragePool" => node.input(0).map(|x| (vec![x], None, None)),
             _ => None,
@@ -404,6 +421,7 @@ fn select(
             acts,
             weight,
             bias,
+            consts,
             outs,
             notes,
         });
@@ -715,6 +733,66 @@ fn build(
         p.set_input(s.node, bslot, Some(out));
         *rewired.entry(b).or_default() += 1;
         built.biases += 1;
+    }
+    // constant operands of Add / Mul: asymmetric per-tensor in the activation type
+    let mut ccache: BTreeMap<ValueId, ValRef> = BTreeMap::new();
+    for s in sites {
+        for &(slot, c) in &s.consts {
+            let dq = match ccache.get(&c) {
+                Some(x) => *x,
+                None => {
+                    let wr = g.weight(c).expect("checked in select");
+                    let t = g.read_weight(&wr)?.into_owned();
+                    let v = t.to_f64_vec()?;
+                    let lo = v.iter().copied().fold(0f64, f64::min) as f32;
+                    let hi = v.iter().copied().fold(0f64, f64::max) as f32;
+                    let (scale, zp) = activation_params(lo, hi, signed);
+                    let (qmin, qmax) = if signed {
+                        (-128.0, 127.0)
+                    } else {
+                        (0.0, 255.0)
+                    };
+                    let q: Vec<f64> = v
+                        .iter()
+                        .map(|x| ((x / f64::from(scale)).round() + f64::from(zp)).clamp(qmin, qmax))
+                        .collect();
+                    let qdt = if signed {
+                        DataType::INT8
+                    } else {
+                        DataType::UINT8
+                    };
+                    built.bytes_before += t.byte_size();
+                    built.bytes_after += q.len() as u64 + 5;
+                    let base = wr.name.clone();
+                    let qt = p.add_named_initializer(
+                        g,
+                        &base,
+                        "_quantized",
+                        Tensor::from_f64_as("", qdt, t.dims.clone(), &q)?,
+                    );
+                    let st = p.add_named_initializer(
+                        g,
+                        &base,
+                        "_scale",
+                        Tensor::from_f32("", vec![], &[scale]),
+                    );
+                    let zt = p.add_named_initializer(g, &base, "_zero_point", act_dtype(zp)?);
+                    let out = p.new_named_value(g, &base, "_DequantizeLinear_Output");
+                    let name = p.fresh_suffixed(g, &base, "_DequantizeLinear");
+                    p.add_node_spec(NewNode {
+                        name: Some(name),
+                        op: OpKey::onnx("DequantizeLinear"),
+                        inputs: vec![Some(qt), Some(st), Some(zt)],
+                        outputs: vec![out],
+                        attrs: vec![],
+                    });
+                    ccache.insert(c, out);
+                    out
+                }
+            };
+            p.set_input(s.node, slot, Some(dq));
+            *rewired.entry(c).or_default() += 1;
+        }
     }
     // float weights nothing reads any more leave the file
     for (v, n) in rewired {
