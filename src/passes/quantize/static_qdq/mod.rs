@@ -67,9 +67,9 @@ crate::pass_options! {
         per_channel: bool = true,
         /// Op types to quantise.
         ops: Vec<String> = default_ops(),
-        /// Only nodes matching one of these (node name, op type, or a name pattern with `*`); empty = all.
+        /// Only nodes matching one of these (node name, op type, or a name pattern with `*` / `?`); empty = all.
         include: Vec<String> = Vec::new(),
-        /// Nodes matching one of these (node name, op type, or a name pattern with `*`) stay float.
+        /// Nodes matching one of these (node name, op type, or a name pattern with `*` / `?`) stay float.
         exclude: Vec<String> = Vec::new(),
         /// Cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains before quantising.
         equalize: bool = false,
@@ -80,29 +80,28 @@ crate::pass_options! {
     }
 }
 
-/// `*` matches any run of characters.
+/// `*` matches any run of characters, `?` any one character.
 fn glob(pat: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pat.split('*').collect();
-    if parts.len() == 1 {
-        return pat == s;
-    }
-    let mut rest = s;
-    for (i, p) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(p) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.len() >= p.len() && rest.ends_with(p);
+    let (p, t): (Vec<char>, Vec<char>) = (pat.chars().collect(), s.chars().collect());
+    // classic two-pointer wildcard match with backtracking to the last `*`
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < t.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(st) = star {
+            i = st + 1;
+            mark += 1;
+            j = mark;
         } else {
-            match rest.find(p) {
-                Some(k) => rest = &rest[k + p.len()..],
-                None => return false,
-            }
+            return false;
         }
     }
-    true
+    p[i..].iter().all(|c| *c == '*')
 }
 
 fn matches_any(pats: &[String], name: &str, op: &str) -> bool {
@@ -1061,4 +1060,20 @@ fn sensitivity(
         }
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches() {
+        assert!(glob("conv*", "conv1"));
+        assert!(glob("*/head/*", "model/head/fc"));
+        assert!(glob("c?nv", "conv"));
+        assert!(!glob("c?nv", "cnv"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+        assert!(glob("exact", "exact") && !glob("exact", "exact1"));
+    }
 }
