@@ -342,6 +342,7 @@ fn cnn_static_qdq_structure_numbers_and_export() {
         ("entropy", opts(|o| o.method = "entropy".into())),
         ("per_tensor", opts(|o| o.per_channel = false)),
         ("equalized", opts(|o| o.equalize = true)),
+        ("bias_corrected", opts(|o| o.bias_correction = true)),
     ] {
         let mut m = original.clone();
         let r = quantize(&mut m, sample_opts(0, 8, &[]), &o);
@@ -372,6 +373,23 @@ fn cnn_static_qdq_structure_numbers_and_export() {
             consts(g, pq.input(1).unwrap()),
             "{name}"
         );
+        if name == "bias_corrected" {
+            // conv1, conv3 and fc have biases and per-channel means of their inputs
+            let n = r
+                .remarks
+                .iter()
+                .filter(|x| x.reason.starts_with("bias corrected"))
+                .count();
+            assert_eq!(n, 3, "{r}");
+        }
+        if name == "equalized" {
+            assert!(
+                r.remarks
+                    .iter()
+                    .any(|x| x.at == "conv1" && x.reason.starts_with("equalised with 'dw'")),
+                "{r}"
+            );
+        }
         let s = sqnr(&original, &m, &sample_opts(1, 4, &[]));
         eprintln!("{name}: centred SQNR {s:.1} dB");
         // entropy clips the tails of the activations on purpose (it trades them for resolution), which the

@@ -62,6 +62,9 @@ pub struct QuantizeArgs {
     /// --mode static: cross-layer equalisation before quantising.
     #[arg(long)]
     pub equalize: bool,
+    /// --mode static: correct biases for the mean shift of the weight quantization error.
+    #[arg(long)]
+    pub bias_correction: bool,
     /// --mode static: keep the most sensitive layers float until the worst output cosine reaches this.
     #[arg(long, value_name = "COSINE", default_value_t = 0.0)]
     pub drift_budget: f64,
@@ -100,6 +103,7 @@ impl QuantizeArgs {
             percentile: self.percentile,
             activation_type: self.activation_type.clone(),
             equalize: self.equalize,
+            bias_correction: self.bias_correction,
             drift_budget: self.drift_budget,
             ..d
         }

@@ -78,7 +78,7 @@ impl Calibrator for TractCalibrator {
                 let vals = values_f32(&v).ok_or_else(|| {
                     Error::Validate(format!("calibration: input '{t}' is not numeric"))
                 })?;
-                observer.observe(t, &vals)?;
+                observer.observe_shaped(t, v.shape(), &vals)?;
             }
             let outs = r.run(s)?;
             for t in &exposed {
@@ -89,7 +89,7 @@ impl Calibrator for TractCalibrator {
                         outs[i].datum_type()
                     ))
                 })?;
-                observer.observe(t, &vals)?;
+                observer.observe_shaped(t, outs[i].shape(), &vals)?;
             }
             // `outs` (this sample's activations) is dropped here, before the next sample runs.
         }

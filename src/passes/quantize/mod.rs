@@ -48,6 +48,8 @@ crate::pass_options! {
         activation_ops: Vec<String> = vec!["Add".into(), "Mul".into(), "GlobalAveragePool".into(), "AveragePool".into()],
         /// mode=static: cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains first.
         equalize: bool = false,
+        /// mode=static: correct biases for the mean shift of the weight quantization error (per-channel input means from calibration).
+        bias_correction: bool = false,
         /// mode=static: keep the most sensitive layers float until the worst output cosine is at least this (0 = off).
         drift_budget: f64 = 0.0,
     }
@@ -97,6 +99,7 @@ impl Quantize {
             include: o.include.clone(),
             exclude: o.exclude.clone(),
             equalize: o.equalize,
+            bias_correction: o.bias_correction,
             drift_budget: o.drift_budget,
             ..Default::default()
         };

@@ -30,7 +30,7 @@ use crate::ir::{
     AttrList, Attribute, DataType, Graph, Model, NewNode, NodeId, OpKey, Patch, Tensor, ValRef,
     ValueId,
 };
-use crate::passes::quantize::calibrate::{collect_stats, StatsOptions, TensorStats};
+use crate::passes::quantize::calibrate::{Observer, StatsCollector, StatsOptions, TensorStats};
 use crate::passes::{Outcome, PassContext, PassReport};
 
 use ranges::{activation_params, clip_range, weight_scale, RangeMethod};
@@ -73,6 +73,8 @@ crate::pass_options! {
         exclude: Vec<String> = Vec::new(),
         /// Cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains before quantising.
         equalize: bool = false,
+        /// Correct each bias for the mean shift its weight's quantization error causes (from the per-channel means of the layer's input seen in calibration).
+        bias_correction: bool = false,
         /// Keep the most sensitive layers float until the worst output cosine against the original is at least this (0 = off).
         drift_budget: f64 = 0.0,
         /// Histogram bins per activation for percentile / entropy.
@@ -200,6 +202,18 @@ fn produced_by(g: &Graph, v: ValueId, op: &str) -> bool {
     g.producer(v).is_some_and(|(_, n)| n.op.is(op))
 }
 
+/// Weight layouts bias correction understands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// Conv: (M, C/group, k...), input channels on axis 1 of the input.
+    Conv,
+    /// W[n, k]: output n from input feature k (last axis of the input).
+    RowsOut,
+    /// W[k, n].
+    ColsOut,
+    Other,
+}
+
 /// A quantisable node and the roles of its inputs.
 #[derive(Clone, Debug)]
 struct Site {
@@ -211,6 +225,8 @@ struct Site {
     weight: Option<(usize, ValueId, Option<usize>)>,
     /// (input slot, bias value): quantised as int32 when the weight is.
     bias: Option<(usize, ValueId)>,
+    /// How the weight's output and input channels are laid out (for bias correction).
+    layout: Layout,
     /// Constant float inputs of an element-wise op (Add/Mul), stored in the activation type (per tensor).
     consts: Vec<(usize, ValueId)>,
     /// Outputs quantised (after Relu/Clip absorption).
@@ -288,6 +304,7 @@ fn select(
         }
         let mut notes = Vec::new();
         let mut consts = Vec::new();
+        let mut layout = Layout::Other;
         let site = match op {
             "Conv" | "ConvTranspose" => {
                 let (x, w, b, group) = if op == "Conv" {
@@ -301,6 +318,9 @@ fn select(
                         _ => continue,
                     }
                 };
+                if op == "Conv" {
+                    layout = Layout::Conv;
+                }
                 let axis = if !per_channel {
                     None
                 } else if op == "Conv" {
@@ -315,6 +335,13 @@ fn select(
             }
             "Gemm" => {
                 let v = GemmView::of(node)?.expect("a Gemm");
+                if !v.trans_a {
+                    layout = if v.trans_b {
+                        Layout::RowsOut
+                    } else {
+                        Layout::ColsOut
+                    };
+                }
                 let axis = per_channel.then_some(if v.trans_b { 0 } else { 1 });
                 let bias = v.c.filter(|_| v.alpha == 1.0 && v.beta == 1.0);
                 if v.c.is_some() && bias.is_none() {
@@ -420,6 +447,7 @@ fn select(
             acts,
             weight,
             bias,
+            layout,
             consts,
             outs,
             notes,
@@ -528,6 +556,7 @@ fn build(
     g: &mut Graph,
     sites: &[&Site],
     params: &BTreeMap<ValueId, ActParams>,
+    means: &BTreeMap<ValueId, Vec<f64>>,
     opts: &StaticQdqOptions,
     signed: bool,
 ) -> Result<(crate::ir::ChangeLog, Built)> {
@@ -579,18 +608,38 @@ fn build(
         built.tensors += 1;
     }
     // weights and biases
-    let mut wcache: BTreeMap<(ValueId, Option<usize>), (ValRef, Vec<f32>)> = BTreeMap::new();
+    type Cached = (ValRef, Vec<f32>, std::rc::Rc<(Vec<i64>, Vec<f64>)>);
+    let mut wcache: BTreeMap<(ValueId, Option<usize>), Cached> = BTreeMap::new();
     let mut rewired: BTreeMap<ValueId, usize> = BTreeMap::new();
     for s in sites {
         let Some((slot, w, axis)) = s.weight else {
             continue;
         };
-        let (dq, wscales) = match wcache.get(&(w, axis)) {
+        let (dq, wscales, err) = match wcache.get(&(w, axis)) {
             Some(x) => x.clone(),
             None => {
                 let wr = g.weight(w).expect("checked in select");
                 let t = g.read_weight(&wr)?.into_owned();
                 let (q, scales) = quantize_weight(&t, axis)?;
+                // the quantization error W_q - W, for bias correction
+                let err = if opts.bias_correction {
+                    let wv = t.to_f64_vec()?;
+                    let dims: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+                    let (ch, inner) = match axis {
+                        Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>()),
+                        None => (1, wv.len()),
+                    };
+                    wv.iter()
+                        .zip(&q)
+                        .enumerate()
+                        .map(|(i, (x, qi))| {
+                            f64::from(*qi) * f64::from(scales[(i / inner) % ch]) - x
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let err = std::rc::Rc::new((t.dims.clone(), err));
                 built.bytes_before += t.byte_size();
                 built.bytes_after += q.len() as u64 + 4 * scales.len() as u64;
                 let base = wr.name.clone();
@@ -630,8 +679,8 @@ fn build(
                         .collect(),
                 });
                 built.weights += 1;
-                wcache.insert((w, axis), (out, scales.clone()));
-                (out, scales)
+                wcache.insert((w, axis), (out, scales.clone(), err.clone()));
+                (out, scales, err)
             }
         };
         p.set_input(s.node, slot, Some(dq));
@@ -660,7 +709,26 @@ fn build(
             ));
             continue;
         }
-        let bv = bt.to_f64_vec()?;
+        let mut bv = bt.to_f64_vec()?;
+        if opts.bias_correction {
+            match means
+                .get(&x)
+                .and_then(|m| mean_shift(s.layout, &err.0, &err.1, m))
+            {
+                Some(shift) if shift.len() == bv.len() => {
+                    let worst = shift.iter().fold(0f64, |a, b| a.max(b.abs()));
+                    for (b, d) in bv.iter_mut().zip(&shift) {
+                        *b -= d;
+                    }
+                    built.remarks.push((s.name.clone(), Outcome::Applied, format!("bias corrected for the weight quantization's mean shift (largest {worst:.3e})")));
+                }
+                _ => built.remarks.push((
+                    s.name.clone(),
+                    Outcome::Skipped,
+                    "bias correction: layout or input statistics not available".into(),
+                )),
+            }
+        }
         if wscales.len() != 1 && wscales.len() != bv.len() {
             built.remarks.push((
                 s.name.clone(),
@@ -806,6 +874,92 @@ fn build(
     Ok((log, built))
 }
 
+/// The mean output shift E[(W_q - W) x] per output channel, from the per-channel means of the input x.
+fn mean_shift(layout: Layout, dims: &[i64], err: &[f64], mean: &[f64]) -> Option<Vec<f64>> {
+    let d: Vec<usize> = dims.iter().map(|x| *x as usize).collect();
+    match layout {
+        Layout::Conv if d.len() >= 2 => {
+            let (m, cg) = (d[0], d[1]);
+            let k: usize = d[2..].iter().product();
+            if cg == 0 || mean.len() % cg != 0 {
+                return None;
+            }
+            let groups = mean.len() / cg;
+            if groups == 0 || m % groups != 0 {
+                return None;
+            }
+            let per = m / groups;
+            Some(
+                (0..m)
+                    .map(|o| {
+                        let gi = o / per;
+                        (0..cg)
+                            .map(|c| {
+                                let e: f64 =
+                                    err[(o * cg + c) * k..(o * cg + c + 1) * k].iter().sum();
+                                e * mean[gi * cg + c]
+                            })
+                            .sum()
+                    })
+                    .collect(),
+            )
+        }
+        Layout::RowsOut if d.len() == 2 && mean.len() == d[1] => Some(
+            (0..d[0])
+                .map(|n| (0..d[1]).map(|k| err[n * d[1] + k] * mean[k]).sum())
+                .collect(),
+        ),
+        Layout::ColsOut if d.len() == 2 && mean.len() == d[0] => Some(
+            (0..d[1])
+                .map(|n| (0..d[0]).map(|k| err[k * d[1] + n] * mean[k]).sum())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Statistics per tensor plus, for some, the mean of each channel (axis 1, or the last axis).
+struct Collector {
+    stats: StatsCollector,
+    /// tensor -> (channel on the last axis?, sums, counts)
+    channel: BTreeMap<String, (bool, Vec<f64>, Vec<u64>)>,
+}
+
+impl Observer for Collector {
+    fn observe(&mut self, tensor: &str, values: &[f32]) -> Result<()> {
+        self.stats.observe(tensor, values)
+    }
+
+    fn observe_shaped(&mut self, tensor: &str, dims: &[usize], values: &[f32]) -> Result<()> {
+        self.stats.observe(tensor, values)?;
+        if let Some((last, sums, counts)) = self.channel.get_mut(tensor) {
+            let axis = if *last {
+                dims.len().saturating_sub(1)
+            } else {
+                1
+            };
+            if dims.len() > axis && dims.iter().product::<usize>() == values.len() {
+                let ch = dims[axis];
+                let inner: usize = dims[axis + 1..].iter().product();
+                if sums.is_empty() {
+                    *sums = vec![0.0; ch];
+                    *counts = vec![0; ch];
+                }
+                if sums.len() == ch && inner > 0 {
+                    for (i, v) in values.iter().enumerate() {
+                        if v.is_finite() {
+                            let c = (i / inner) % ch;
+                            sums[c] += f64::from(*v);
+                            counts[c] += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_method(opts: &StaticQdqOptions) -> Result<RangeMethod> {
     match opts.method.as_str() {
         "minmax" => Ok(RangeMethod::MinMax),
@@ -905,30 +1059,68 @@ pub fn quantize_static(
     let sites = select(&model.graph, opts, per_channel, &mut report)?;
     let all: Vec<&Site> = sites.iter().collect();
     let set = tensor_set(&model.graph, &all, opts);
-    let wanted: Vec<String> = set
+    let mut wanted: Vec<String> = set
         .iter()
         .filter(|(_, src)| src.is_none())
         .map(|(v, _)| model.graph.value_name(*v).to_string())
         .collect();
+    // bias correction: per-channel means of the inputs of layers with a bias
+    let mut channel = BTreeMap::new();
+    if opts.bias_correction {
+        for s in sites
+            .iter()
+            .filter(|s| s.bias.is_some() && s.layout != Layout::Other)
+        {
+            let name = model.graph.value_name(s.acts[0]).to_string();
+            if !wanted.contains(&name) {
+                wanted.push(name.clone());
+            }
+            channel.insert(name, (s.layout != Layout::Conv, Vec::new(), Vec::new()));
+        }
+    }
     cx.progress.start("calibrating", None);
     let bins = if method == RangeMethod::MinMax {
         0
     } else {
         opts.histogram_bins.max(256)
     };
-    let stats: BTreeMap<String, TensorStats> = if wanted.is_empty() {
-        BTreeMap::new()
-    } else {
-        collect_stats(
-            cx.calibrator(PASS)?,
-            model,
-            &wanted,
-            StatsOptions {
-                histogram_bins: bins,
-            },
-        )?
+    let mut collector = Collector {
+        stats: StatsCollector::new(StatsOptions {
+            histogram_bins: bins,
+        }),
+        channel,
     };
+    if !wanted.is_empty() {
+        let n = cx
+            .calibrator(PASS)?
+            .calibrate(model, &wanted, &mut collector)?;
+        if n == 0 {
+            return Err(Error::Validate("calibration ran on no samples".into()));
+        }
+        for t in &wanted {
+            if !collector.stats.stats.contains_key(t) {
+                return Err(Error::Validate(format!(
+                    "calibration produced no values for tensor '{t}'"
+                )));
+            }
+        }
+    }
     cx.progress.finish();
+    let stats: BTreeMap<String, TensorStats> = collector.stats.stats;
+    let mut means: BTreeMap<ValueId, Vec<f64>> = BTreeMap::new();
+    for (name, (_, sums, counts)) in collector.channel {
+        if let Some(v) = model.graph.value_by_name(&name) {
+            if !sums.is_empty() && counts.iter().all(|c| *c > 0) {
+                means.insert(
+                    v,
+                    sums.iter()
+                        .zip(&counts)
+                        .map(|(s, c)| s / *c as f64)
+                        .collect(),
+                );
+            }
+        }
+    }
     let mut params = BTreeMap::new();
     for (v, src) in &set {
         if src.is_some() {
@@ -971,13 +1163,22 @@ pub fn quantize_static(
     // sensitivity search: which sites stay float
     let mut kept_float: BTreeSet<NodeId> = BTreeSet::new();
     if opts.drift_budget > 0.0 {
-        kept_float = sensitivity(model, cx, &sites, &params, opts, signed, &mut report)?;
+        kept_float = sensitivity(
+            model,
+            cx,
+            &sites,
+            &params,
+            &means,
+            opts,
+            signed,
+            &mut report,
+        )?;
     }
     let chosen: Vec<&Site> = sites
         .iter()
         .filter(|s| !kept_float.contains(&s.node))
         .collect();
-    let (log, built) = build(&mut model.graph, &chosen, &params, opts, signed)?;
+    let (log, built) = build(&mut model.graph, &chosen, &params, &means, opts, signed)?;
     report.record(log);
     for s in &chosen {
         let mut why = format!(
@@ -1016,13 +1217,14 @@ fn sensitivity(
     cx: &mut PassContext,
     sites: &[Site],
     params: &BTreeMap<ValueId, ActParams>,
+    means: &BTreeMap<ValueId, Vec<f64>>,
     opts: &StaticQdqOptions,
     signed: bool,
     report: &mut PassReport,
 ) -> Result<BTreeSet<NodeId>> {
     let variant = |keep: &[&Site]| -> Result<Model> {
         let mut m = model.clone();
-        build(&mut m.graph, keep, params, opts, signed)?;
+        build(&mut m.graph, keep, params, means, opts, signed)?;
         Ok(m)
     };
     let all: Vec<&Site> = sites.iter().collect();
