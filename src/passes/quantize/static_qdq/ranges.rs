@@ -161,7 +161,9 @@ mod tests {
         assert_eq!(clip_range(s, RangeMethod::MinMax), Some((-1.0, 100.0)));
         let (lo, hi) = clip_range(s, RangeMethod::Percentile(99.9)).unwrap();
         assert!(hi < 2.0 && hi >= 0.99 && lo <= -0.99, "{lo} {hi}");
+        // entropy cannot go below `levels` bins of the magnitude histogram: 128 x (100 / 1024) = 12.5 here,
+        // which still drops the outlier's 100
         let (_, hi) = clip_range(s, RangeMethod::Entropy).unwrap();
-        assert!(hi < 10.0 && hi >= 0.5, "{hi}");
+        assert!(hi <= 12.5 + 1e-3 && hi >= 1.0, "{hi}");
     }
 }
