@@ -44,8 +44,8 @@ crate::pass_options! {
         percentile: f64 = 99.999,
         /// mode=static: activation type, uint8 or int8.
         activation_type: String = "uint8".to_string(),
-        /// mode=static: ops quantised on activations only, besides `ops`.
-        activation_ops: Vec<String> = vec!["Add".into(), "Mul".into(), "GlobalAveragePool".into(), "AveragePool".into()],
+        /// mode=static: further ops: activations only (Add, Mul, pools), or an embedding table (Gather, int8 rows).
+        activation_ops: Vec<String> = vec!["Add".into(), "Mul".into(), "GlobalAveragePool".into(), "AveragePool".into(), "Gather".into()],
         /// mode=static: cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains first.
         equalize: bool = false,
         /// mode=static: correct biases for the mean shift of the weight quantization error (per-channel input means from calibration).

@@ -48,6 +48,7 @@ pub fn default_ops() -> Vec<String> {
         "Mul",
         "GlobalAveragePool",
         "AveragePool",
+        "Gather",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -198,6 +199,24 @@ fn is_constant(g: &Graph, v: ValueId) -> bool {
     g.constant(v).is_some()
 }
 
+/// Computed from constants only (e.g. int8 storage -> Cast -> Mul): a weight already stored quantised.
+fn is_constant_cone(g: &Graph, v: ValueId, depth: usize) -> bool {
+    if is_constant(g, v) {
+        return true;
+    }
+    if depth > 16 {
+        return false;
+    }
+    match g.producer(v) {
+        Some((_, n)) if !n.has_subgraphs() && !n.inputs.is_empty() => n
+            .inputs
+            .iter()
+            .flatten()
+            .all(|x| is_constant_cone(g, *x, depth + 1)),
+        _ => false,
+    }
+}
+
 fn produced_by(g: &Graph, v: ValueId, op: &str) -> bool {
     g.producer(v).is_some_and(|(_, n)| n.op.is(op))
 }
@@ -302,6 +321,22 @@ fn select(
             report.remark(at, Outcome::Skipped, "excluded by the filter");
             continue;
         }
+        if let Some(v) = node
+            .inputs
+            .iter()
+            .flatten()
+            .find(|v| !is_constant(g, **v) && is_constant_cone(g, **v, 0))
+        {
+            report.remark(
+                at,
+                Outcome::Skipped,
+                format!(
+                    "input '{}' is computed from constants only (a weight already stored quantised?): left as it is",
+                    g.value_name(*v)
+                ),
+            );
+            continue;
+        }
         let mut notes = Vec::new();
         let mut consts = Vec::new();
         let mut layout = Layout::Other;
@@ -389,6 +424,13 @@ fn select(
                 _ => continue,
             },
             "GlobalAveragePool" | "AveragePool" => node.input(0).map(|x| (vec![x], None, None)),
+            // an embedding table: int8 rows (one scale per row), the gathered rows stay float
+            "Gather" => match node.input(0) {
+                Some(t) if is_constant(g, t) && node.get_int("axis")?.unwrap_or(0) == 0 => {
+                    Some((vec![], Some((0, t, per_channel.then_some(0))), None))
+                }
+                _ => None,
+            },
             _ => None,
         };
         let Some((acts, weight, bias)) = site else {
