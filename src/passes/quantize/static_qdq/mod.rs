@@ -217,6 +217,29 @@ fn is_constant_cone(g: &Graph, v: ValueId, depth: usize) -> bool {
     }
 }
 
+/// Produced by a Conv / ConvTranspose / Gemm / MatMul / Add, possibly through Relu, Clip and data-movement ops:
+/// an element-wise op there joins a quantised path (a residual Add, a HardSwish Mul). Element-wise ops
+/// elsewhere (a LayerNorm spelled out as Sub / Div / Mul) stay float: their operands' ranges are not those an
+/// integer kernel keeps.
+fn fed_by_compute(g: &Graph, v: ValueId, depth: usize) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    match g.producer(v) {
+        Some((_, n)) if n.op.is_default_domain() => {
+            let op = n.op.op_type.as_str();
+            if ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add"].contains(&op) {
+                true
+            } else if op == "Relu" || op == "Clip" || DATA_MOVEMENT.contains(&op) {
+                n.input(0).is_some_and(|x| fed_by_compute(g, x, depth + 1))
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
 fn produced_by(g: &Graph, v: ValueId, op: &str) -> bool {
     g.producer(v).is_some_and(|(_, n)| n.op.is(op))
 }
@@ -400,6 +423,42 @@ fn select(
                 (Some(a), Some(b)) if !is_constant(g, a) => Some((vec![a, b], None, None)),
                 _ => None,
             },
+            "Add" | "Mul"
+                if !node
+                    .inputs
+                    .iter()
+                    .flatten()
+                    .any(|v| fed_by_compute(g, *v, 0)) =>
+            {
+                report.remark(
+                    at,
+                    Outcome::Skipped,
+                    "no operand comes from a Conv / Gemm / MatMul / Add path: left float",
+                );
+                continue;
+            }
+            "Add"
+                if node.output(0).is_some_and(|y| {
+                    g.consumers(y).iter().any(|c| {
+                        g.node(*c).is_some_and(|c| {
+                            [
+                                "LayerNormalization",
+                                "ReduceMean",
+                                "SimplifiedLayerNormalization",
+                            ]
+                            .iter()
+                            .any(|o| c.op.op_type == *o)
+                        })
+                    })
+                }) =>
+            {
+                report.remark(
+                    at,
+                    Outcome::Skipped,
+                    "feeds a layer normalization: a residual stream carries outlier channels a per-tensor 8-bit range crushes; left float",
+                );
+                continue;
+            }
             "Add" | "Mul" => match (node.input(0), node.input(1)) {
                 (Some(a), Some(b)) if !is_constant(g, a) && !is_constant(g, b) => {
                     Some((vec![a, b], None, None))
@@ -424,10 +483,11 @@ fn select(
                 _ => continue,
             },
             "GlobalAveragePool" | "AveragePool" => node.input(0).map(|x| (vec![x], None, None)),
-            // an embedding table: int8 rows (one scale per row), the gathered rows stay float
+            // an embedding table: int8 with one scale (as ONNX Runtime stores it: a scale per row would cost 4
+            // bytes per vocabulary entry), the gathered rows stay float
             "Gather" => match node.input(0) {
                 Some(t) if is_constant(g, t) && node.get_int("axis")?.unwrap_or(0) == 0 => {
-                    Some((vec![], Some((0, t, per_channel.then_some(0))), None))
+                    Some((vec![], Some((0, t, None)), None))
                 }
                 _ => None,
             },
@@ -1202,6 +1262,36 @@ pub fn quantize_static(
         let (scale, zero_point) = activation_params(lo, hi, signed);
         params.insert(*v, ActParams { scale, zero_point });
     }
+    // an Add whose operands' ranges differ by more than 2^8 would lose the smaller one below one 8-bit step of
+    // the sum (an attention mask of -1e4 added to scores of order 1): it stays float
+    let absmax = |v: ValueId| -> Option<f32> {
+        let k = set.get(&v)?.unwrap_or(v);
+        stats
+            .get(model.graph.value_name(k))
+            .map(|s| s.minmax.abs_max())
+    };
+    let mut unbalanced: BTreeSet<NodeId> = BTreeSet::new();
+    for s in &sites {
+        let is_add = model.graph.node(s.node).is_some_and(|n| n.op.is("Add"));
+        if !is_add || s.acts.len() != 2 {
+            continue;
+        }
+        if let (Some(a), Some(b)) = (absmax(s.acts[0]), absmax(s.acts[1])) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            if hi > 256.0 * lo.max(f32::MIN_POSITIVE) {
+                unbalanced.insert(s.node);
+                report.remark(
+                    s.name.clone(),
+                    Outcome::Skipped,
+                    format!("operand ranges {lo:.3e} and {hi:.3e} differ by more than 256x: the smaller would fall below one 8-bit step of the sum; kept float"),
+                );
+            }
+        }
+    }
+    let sites: Vec<Site> = sites
+        .into_iter()
+        .filter(|s| !unbalanced.contains(&s.node))
+        .collect();
     // sensitivity search: which sites stay float
     let mut kept_float: BTreeSet<NodeId> = BTreeSet::new();
     if opts.drift_budget > 0.0 {
