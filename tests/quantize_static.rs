@@ -609,3 +609,38 @@ fn real_models_quantise_check_and_run() {
     eprintln!("{summary}");
     check_files(&files);
 }
+
+/// The CLI: `quantize --mode static` with seeded calibration samples writes a QDQ model; a bad method is a
+/// usage error (exit 2).
+#[test]
+fn cli_static_mode() {
+    let dir = common::tempdir();
+    let src = save(&cnn(13), dir.path(), "cnn");
+    let out = dir.path().join("cnn.qdq.onnx");
+    let (code, stdout, stderr) = common::cli(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--mode",
+        "static",
+        "--samples",
+        "4",
+        "--method",
+        "entropy",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("applied conv1: quantised"), "{stdout}");
+    let m = io::load(&out).unwrap();
+    assert!(count(&m, "QuantizeLinear") >= 8);
+    let (code, _, stderr) = common::cli(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--mode",
+        "static",
+        "--method",
+        "kl",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("method=kl"), "{stderr}");
+}
