@@ -55,7 +55,7 @@ pub enum Command {
     /// Prune weights: magnitude or N:M sparsity, or whole channels through their dependency groups (zero or
     /// remove); see the `prune` pass.
     Prune(prune::PruneArgs),
-    /// Quantize a model's weights to int8 / uint8 (`--mode weight`) and save it.
+    /// Quantize a model: weights to int8 / uint8 (`--mode weight`) or calibrated QDQ (`--mode static`).
     Quantize(quantize::QuantizeArgs),
     /// List the available passes with their options (types, defaults, meaning).
     Passes {

@@ -16,7 +16,8 @@ use crate::passes::{self, Pass};
 pub struct QuantizeArgs {
     pub input: PathBuf,
     pub output: PathBuf,
-    /// `weight`: constant weights only (int8 storage read through DequantizeLinear).
+    /// `weight`: constant weights only (int8 storage read through DequantizeLinear); `static`: calibrated QDQ
+    /// on activations too (calibration samples from the input flags: `--input` or `--samples N --dim ...`).
     #[arg(long, default_value = "weight")]
     pub mode: String,
     /// Integer type of the quantized weights: int8 or uint8.
@@ -49,6 +50,24 @@ pub struct QuantizeArgs {
     /// Weights read by nodes whose name matches stay float (repeatable).
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// --mode static: activation range method (minmax, percentile, entropy).
+    #[arg(long, default_value = "minmax")]
+    pub method: String,
+    /// --mode static, --method percentile: percentile of magnitudes kept.
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+    /// --mode static: activation type (uint8 or int8).
+    #[arg(long, default_value = "uint8")]
+    pub activation_type: String,
+    /// --mode static: cross-layer equalisation before quantising.
+    #[arg(long)]
+    pub equalize: bool,
+    /// --mode static: correct biases for the mean shift of the weight quantization error.
+    #[arg(long)]
+    pub bias_correction: bool,
+    /// --mode static: keep the most sensitive layers float until the worst output cosine reaches this.
+    #[arg(long, value_name = "COSINE", default_value_t = 0.0)]
+    pub drift_budget: f64,
     /// Write the pass report (remarks per node, stats) as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -80,6 +99,13 @@ impl QuantizeArgs {
             },
             include: self.include.clone(),
             exclude: self.exclude.clone(),
+            method: self.method.clone(),
+            percentile: self.percentile,
+            activation_type: self.activation_type.clone(),
+            equalize: self.equalize,
+            bias_correction: self.bias_correction,
+            drift_budget: self.drift_budget,
+            ..d
         }
     }
 }
@@ -88,7 +114,15 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
     let pass = Quantize::new(a.options())?;
     let mut m = io::load(&a.input)?;
     let before = a.validate.then(|| m.clone());
-    let mut cx = passes::PassContext::default();
+    // calibration (mode static) and drift (sensitivity) run on the samples the input flags describe
+    let sample_opts = a.inputs.options()?;
+    let mut cx = passes::PassContext {
+        calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
+            sample_opts.clone(),
+        ))),
+        drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
+        progress: Box::new(passes::StderrProgress::new()),
+    };
     let report = pass.run(&mut m, &mut cx)?;
     print!("{report}");
     if let Some(b) = &before {

@@ -7,6 +7,7 @@ use crate::passes::quantize::calibrate::{Calibrator, Observer};
 use crate::validate::compare::sample_shapes;
 use crate::validate::inputs::prepare_samples;
 use crate::validate::run::{load, values_f32};
+use crate::validate::specialize::specialise;
 use crate::validate::ValidateOptions;
 
 /// Runs calibration samples through tract. The samples come from `options` exactly as for `compare`: files or
@@ -47,12 +48,19 @@ impl Calibrator for TractCalibrator {
             }
         }
         let (_, samples) = prepare_samples(model, None, &self.options)?;
-        let mut shapes = None;
+        // the runner is rebuilt when the input shapes or the branches the sample's `If`s take change
+        let mut key = None;
         let mut runner = None;
         for s in &samples {
             let sh = sample_shapes(s);
-            if shapes.as_ref() != Some(&sh) {
-                let r = load(model, &sh)?.runner(&exposed, self.options.optimize)?;
+            // an `If` whose condition follows from the sample is specialised (taken branch inlined) so tract
+            // never types a dead branch; the main graph's tensors keep their names
+            let spec = specialise(model, s)?;
+            let taken = spec.as_ref().map(|sp| sp.taken.clone());
+            let k = (sh.clone(), taken);
+            if key.as_ref() != Some(&k) {
+                let m = spec.as_ref().map(|sp| &sp.model).unwrap_or(model);
+                let r = load(m, &sh)?.runner(&exposed, self.options.optimize)?;
                 for t in &exposed {
                     if !r.outputs[r.graph_outputs..].contains(t) && !r.outputs.contains(t) {
                         return Err(Error::Validate(format!(
@@ -61,7 +69,7 @@ impl Calibrator for TractCalibrator {
                     }
                 }
                 runner = Some(r);
-                shapes = Some(sh);
+                key = Some(k);
             }
             let r = runner.as_ref().unwrap();
             for t in &from_inputs {
@@ -70,7 +78,7 @@ impl Calibrator for TractCalibrator {
                 let vals = values_f32(&v).ok_or_else(|| {
                     Error::Validate(format!("calibration: input '{t}' is not numeric"))
                 })?;
-                observer.observe(t, &vals)?;
+                observer.observe_shaped(t, v.shape(), &vals)?;
             }
             let outs = r.run(s)?;
             for t in &exposed {
@@ -81,7 +89,7 @@ impl Calibrator for TractCalibrator {
                         outs[i].datum_type()
                     ))
                 })?;
-                observer.observe(t, &vals)?;
+                observer.observe_shaped(t, outs[i].shape(), &vals)?;
             }
             // `outs` (this sample's activations) is dropped here, before the next sample runs.
         }

@@ -18,6 +18,12 @@ use crate::ir::Model;
 /// type (integer and f16 activations are widened).
 pub trait Observer {
     fn observe(&mut self, tensor: &str, values: &[f32]) -> Result<()>;
+
+    /// The same with the tensor's dims (row-major); calibrators that know them call this one. Observers that
+    /// need per-channel statistics (bias correction) override it.
+    fn observe_shaped(&mut self, tensor: &str, _dims: &[usize], values: &[f32]) -> Result<()> {
+        self.observe(tensor, values)
+    }
 }
 
 impl<F: FnMut(&str, &[f32]) -> Result<()>> Observer for F {

@@ -1,9 +1,10 @@
 //! Quantization: the parameter arithmetic (`params`), the calibration interface (`calibrate`) and the
-//! `quantize` pass. `quantize{mode=weight}` (weight-only int8 / uint8, `weight`) is built; `mode=static`
-//! (calibrated QDQ) is a usage error until it lands.
+//! `quantize` pass: `quantize{mode=weight}` (weight-only int8 / uint8, `weight`) and `mode=static`
+//! (calibrated QDQ on activations, weights and biases, `static_qdq`).
 
 pub mod calibrate;
 pub mod params;
+pub mod static_qdq;
 pub mod weight;
 
 use std::collections::BTreeSet;
@@ -37,6 +38,20 @@ crate::pass_options! {
         include: Vec<String> = vec![],
         /// Node-name or weight-name patterns (`*`, `?`): weights read by a matching node stay float.
         exclude: Vec<String> = vec![],
+        /// mode=static: activation range method: minmax, percentile or entropy.
+        method: String = "minmax".to_string(),
+        /// mode=static, method=percentile: percentile of magnitudes kept.
+        percentile: f64 = 99.999,
+        /// mode=static: activation type, uint8 or int8.
+        activation_type: String = "uint8".to_string(),
+        /// mode=static: further ops: activations only (Add, Mul, pools), or an embedding table (Gather, int8 rows).
+        activation_ops: Vec<String> = vec!["Add".into(), "Mul".into(), "GlobalAveragePool".into(), "AveragePool".into(), "Gather".into()],
+        /// mode=static: cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains first.
+        equalize: bool = false,
+        /// mode=static: correct biases for the mean shift of the weight quantization error (per-channel input means from calibration).
+        bias_correction: bool = false,
+        /// mode=static: keep the most sensitive layers float until the worst output cosine is at least this (0 = off).
+        drift_budget: f64 = 0.0,
     }
 }
 
@@ -63,17 +78,32 @@ impl std::str::FromStr for Mode {
 pub struct Quantize {
     pub mode: Mode,
     pub weight: WeightConfig,
+    pub static_qdq: static_qdq::StaticQdqOptions,
 }
 
 impl Quantize {
     pub fn new(o: QuantizeOptions) -> Result<Quantize> {
         let mode: Mode = o.mode.parse()?;
-        if mode == Mode::Static {
+        if mode == Mode::Static && (o.dtype != "int8" || !o.symmetric || o.reduce_range) {
             return Err(Error::Usage(
-                "mode=static (calibrated QDQ) is not available in this build yet; use mode=weight"
+                "mode=static quantizes weights to symmetric int8 (the form ONNX Runtime's integer kernels take): drop dtype / symmetric / reduce_range"
                     .into(),
             ));
         }
+        let static_qdq = static_qdq::StaticQdqOptions {
+            method: o.method.clone(),
+            percentile: o.percentile,
+            activation_type: o.activation_type.clone(),
+            per_channel: o.per_channel,
+            ops: o.ops.iter().chain(&o.activation_ops).cloned().collect(),
+            include: o.include.clone(),
+            exclude: o.exclude.clone(),
+            equalize: o.equalize,
+            bias_correction: o.bias_correction,
+            drift_budget: o.drift_budget,
+            ..Default::default()
+        };
+        static_qdq.check()?;
         let qtype: QType = o.dtype.parse()?;
         let mut ops = BTreeSet::new();
         for op in &o.ops {
@@ -87,6 +117,7 @@ impl Quantize {
         }
         Ok(Quantize {
             mode,
+            static_qdq,
             weight: WeightConfig {
                 qtype,
                 symmetric: o.symmetric,
@@ -110,11 +141,7 @@ impl Pass for Quantize {
         let mut report = PassReport::new(PASS);
         match self.mode {
             Mode::Weight => weight::run(model, &self.weight, cx, &mut report)?,
-            Mode::Static => {
-                return Err(Error::Usage(
-                    "mode=static (calibrated QDQ) is not available in this build yet".into(),
-                ))
-            }
+            Mode::Static => return static_qdq::quantize_static(model, cx, &self.static_qdq),
         }
         Ok(report)
     }
