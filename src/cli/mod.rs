@@ -1,6 +1,7 @@
 //! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
 
 mod inspect;
+mod lowrank;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,25 @@ pub enum Command {
         /// Print the structural diff of input and output.
         #[arg(long)]
         diff: bool,
+        /// Validate the result against the input through tract; on failure exit 4 and write nothing.
+        #[arg(long)]
+        validate: bool,
+        #[command(flatten)]
+        inputs: validate::InputArgs,
+        #[command(flatten)]
+        tolerances: validate::ToleranceArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Split MatMul / Gemm / 1x1 Conv layers with constant weights by truncated SVD (pass `lowrank`).
+    Lowrank {
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        args: lowrank::LowRankArgs,
+        /// Write the pass report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Validate the result against the input through tract; on failure exit 4 and write nothing.
         #[arg(long)]
         validate: bool,
@@ -274,6 +294,16 @@ pub fn run(cli: Cli) -> Result<i32> {
                 write_json(&path, &reports)?;
             }
         }
+        Command::Lowrank {
+            input,
+            output,
+            args,
+            report,
+            validate: check,
+            inputs,
+            tolerances,
+            data,
+        } => return lowrank::run(input, output, args, report, check, inputs, tolerances, data),
         Command::Validate {
             reference,
             candidate,
