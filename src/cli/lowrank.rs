@@ -43,9 +43,9 @@ pub struct LowRankArgs {
     /// instead of its weight error.
     #[arg(long)]
     data_aware: bool,
-    /// Seed of the randomized SVD.
+    /// Seed of the randomized SVD (`--seed` is the samples' seed).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    svd_seed: u64,
 }
 
 impl LowRankArgs {
@@ -68,7 +68,7 @@ impl LowRankArgs {
             min_saving: self.min_saving,
             ops: self.ops.clone(),
             randomized: self.randomized.clone(),
-            seed: self.seed,
+            seed: self.svd_seed,
             data_aware: self.data_aware,
             ..LowRankOptions::default()
         })

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use crate::error::Result;
 use crate::ir::ops::{ConvView, GemmView, MatMulView};
-use crate::ir::{Attribute, DataType, Graph, NodeId, OpKey, Patch, Tensor};
+use crate::ir::{AttrList, Attribute, DataType, Graph, NodeId, OpKey, Patch, Tensor};
 use crate::passes::fold::weights::{self, OuterConstants};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
