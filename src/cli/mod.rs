@@ -1,6 +1,7 @@
 //! Command-line front end: clap argument structs turned into library calls. No business logic lives here.
 
 mod inspect;
+mod lowrank;
 mod prune;
 mod quantize;
 mod run;
@@ -57,6 +58,25 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Quantize a model: weights to int8 / uint8 (`--mode weight`) or calibrated QDQ (`--mode static`).
     Quantize(quantize::QuantizeArgs),
+    /// Split MatMul / Gemm / 1x1 Conv layers with constant weights by truncated SVD (pass `lowrank`).
+    Lowrank {
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        args: lowrank::LowRankArgs,
+        /// Write the pass report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Validate the result against the input through tract; on failure exit 4 and write nothing.
+        #[arg(long)]
+        validate: bool,
+        #[command(flatten)]
+        inputs: validate::InputArgs,
+        #[command(flatten)]
+        tolerances: validate::ToleranceArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// List the available passes with their options (types, defaults, meaning).
     Passes {
         /// Print JSON instead of text.
@@ -198,6 +218,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Run(a) => return run::run(a),
+        Command::Lowrank {
+            input,
+            output,
+            args,
+            report,
+            validate: check,
+            inputs,
+            tolerances,
+            data,
+        } => return lowrank::run(input, output, args, report, check, inputs, tolerances, data),
         Command::Validate {
             reference,
             candidate,

@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod context;
 pub mod convert;
 pub mod fold;
+pub mod lowrank;
 pub mod options;
 pub mod pipeline;
 pub mod prune;

@@ -20,6 +20,7 @@ use crate::passes::cleanup::{
 use crate::passes::fold::{
     EliminateIdentity, EliminateIdentityOptions, FoldBatchNorm, FoldBatchNormOptions,
 };
+use crate::passes::lowrank::{LowRank, LowRankOptions};
 use crate::passes::options::{describe, parse, OptionInfo};
 use crate::passes::{spec, Pass};
 
@@ -70,6 +71,12 @@ pub static PASSES: &[PassInfo] = &[
             let _: FoldBatchNormOptions = parse(v)?;
             Ok(Box::new(FoldBatchNorm))
         },
+    },
+    PassInfo {
+        name: "lowrank",
+        summary: "split MatMul / Gemm / 1x1 Conv with a constant weight into two by truncated SVD",
+        options: describe::<LowRankOptions>,
+        make: |v| Ok(Box::new(LowRank::new(parse(v)?)?)),
     },
     PassInfo {
         name: "eliminate-identity",

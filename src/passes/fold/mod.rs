@@ -3,7 +3,7 @@
 
 mod batchnorm;
 mod identity;
-mod weights;
+pub(crate) mod weights;
 
 pub use batchnorm::{FoldBatchNorm, FoldBatchNormOptions};
 pub use identity::{EliminateIdentity, EliminateIdentityOptions};

@@ -1,0 +1,126 @@
+//! `onnx-rewrite lowrank IN OUT`: flags -> `LowRankOptions` -> the `lowrank` pass, then the same report,
+//! validation and save steps as `run`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::io;
+use crate::passes::lowrank::{LowRank, LowRankOptions};
+use crate::passes::{self, PipelineOptions};
+
+use super::validate::{InputArgs, ToleranceArgs};
+use super::DataArgs;
+
+#[derive(Args, Debug)]
+pub struct LowRankArgs {
+    /// Rank of every split layer.
+    #[arg(long)]
+    rank: Option<u64>,
+    /// Rank as a fraction of full rank min(K, N).
+    #[arg(long)]
+    ratio: Option<f64>,
+    /// Keep this fraction of the sum of squared singular values.
+    #[arg(long)]
+    energy: Option<f64>,
+    /// Largest relative Frobenius error per layer.
+    #[arg(long)]
+    max_error: Option<f64>,
+    /// Round ranks up to a multiple of this.
+    #[arg(long, default_value_t = 1)]
+    multiple: u64,
+    /// Split a layer only when it saves at least this fraction of its parameters.
+    #[arg(long, default_value_t = 0.1)]
+    min_saving: f64,
+    /// Op types to consider (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Conv")]
+    ops: Vec<String>,
+    /// Randomized SVD: auto, always or never.
+    #[arg(long, default_value = "auto")]
+    randomized: String,
+    /// Minimise each layer's output error on the calibration samples (--input / seeded random inputs)
+    /// instead of its weight error.
+    #[arg(long)]
+    data_aware: bool,
+    /// Seed of the randomized SVD (`--seed` is the samples' seed).
+    #[arg(long, default_value_t = 0)]
+    svd_seed: u64,
+}
+
+impl LowRankArgs {
+    fn options(&self) -> Result<LowRankOptions> {
+        if self.rank.is_none()
+            && self.ratio.is_none()
+            && self.energy.is_none()
+            && self.max_error.is_none()
+        {
+            return Err(Error::Usage(
+                "lowrank: give one of --rank, --ratio, --energy, --max-error".into(),
+            ));
+        }
+        Ok(LowRankOptions {
+            rank: self.rank,
+            ratio: self.ratio,
+            energy: self.energy,
+            max_error: self.max_error,
+            multiple: self.multiple,
+            min_saving: self.min_saving,
+            ops: self.ops.clone(),
+            randomized: self.randomized.clone(),
+            seed: self.svd_seed,
+            data_aware: self.data_aware,
+            ..LowRankOptions::default()
+        })
+    }
+}
+
+/// Run the command; returns the exit code.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    input: PathBuf,
+    output: PathBuf,
+    args: LowRankArgs,
+    report: Option<PathBuf>,
+    check: bool,
+    inputs: InputArgs,
+    tolerances: ToleranceArgs,
+    data: DataArgs,
+) -> Result<i32> {
+    let pass = LowRank::new(args.options()?)?;
+    let mut m = io::load(&input)?;
+    let before = check.then(|| m.clone());
+    let sample_opts = inputs.options()?;
+    let mut cx = passes::PassContext {
+        calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
+            sample_opts.clone(),
+        ))),
+        drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
+        progress: Box::new(passes::StderrProgress::new()),
+    };
+    let reports = passes::run_passes(
+        &mut m,
+        vec![Box::new(pass)],
+        &PipelineOptions::default(),
+        &mut cx,
+    )?;
+    drop(cx);
+    for r in &reports {
+        print!("{r}");
+    }
+    if let Some(b) = &before {
+        let mut opts = inputs.options()?;
+        opts.tolerances = tolerances.tolerances();
+        let r = crate::validate::compare(b, &m, &opts)?;
+        print!("{r}");
+        if !r.passed() {
+            eprintln!("validation failed: {} not written", output.display());
+            return Ok(4);
+        }
+    }
+    super::say_relocated(&io::save(&m, &output, &data.save_options())?);
+    if let Some(path) = report {
+        super::write_json(&path, &reports)?;
+    }
+    Ok(0)
+}
