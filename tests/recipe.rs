@@ -86,7 +86,18 @@ fn default_recipe_on_the_bundled_model() {
     assert_eq!(r["status"], "ok");
     let passes = r["passes"].as_array().unwrap();
     let names: Vec<&str> = passes.iter().map(|p| p["pass"].as_str().unwrap()).collect();
-    assert_eq!(names, ["fold-batchnorm", "eliminate-identity", "dce"]);
+    assert_eq!(
+        names,
+        [
+            "fold-batchnorm",
+            "eliminate-identity",
+            "dce",
+            "prune",
+            "lowrank",
+            "quantize",
+            "dce"
+        ]
+    );
     assert_eq!(passes[0]["changed"], true);
     assert_eq!(passes[0]["stats"]["batchnorm_folded"], 1);
     assert_eq!(passes[1]["stats"]["nodes_removed"], 1);
@@ -102,11 +113,27 @@ fn default_recipe_on_the_bundled_model() {
     // a relative gap of 2.6e-3, about 2e4 x eps32: no summation order flips a prediction.
     let acc_before = r["before"]["accuracy"]["top1"].as_f64().unwrap();
     assert_eq!((acc_before * 360.0).round() as i64, 354);
+    // The target: within 1 point of the float model (measured: -0.56 pt, 2 of 360 rows; a prediction
+    // that float noise could flip moves it by 0.28 pt, so one more still passes) at <= 0.2x the file.
     let acc_after = r["after"]["accuracy"]["top1"].as_f64().unwrap();
-    assert!((acc_before - acc_after) * 100.0 <= 0.5);
-    // BatchNormalization folded: 4 x 32 statistics gone, a 32-element conv bias added
+    assert!(
+        (acc_before - acc_after) * 100.0 <= 1.0,
+        "{acc_before} -> {acc_after}"
+    );
     assert_eq!(r["before"]["params_total"], 264298);
-    assert_eq!(r["after"]["params_total"], 264298 - 128 + 32);
+    let file = |k: &str| r[k]["file"]["total_bytes"].as_f64().unwrap();
+    assert!(
+        file("after") <= 0.2 * file("before"),
+        "{} -> {}",
+        file("before"),
+        file("after")
+    );
+    // every pass did what it says: BN folded, Dropout gone, a quarter of fc1's features removed, fc1 split,
+    // every weight int8
+    let stat = |i: usize, k: &str| passes[i]["stats"][k].as_u64().unwrap_or(0);
+    assert_eq!(stat(3, "channels_pruned"), 32);
+    assert_eq!(stat(4, "lowrank_split"), 1);
+    assert_eq!(stat(5, "weights_quantized"), 5);
     let e = &r["energy_after"];
     assert!(e["total_uj"].as_f64().unwrap() > 0.0);
     assert_eq!(r["cost_model"]["f32_mult_pj"], 3.7);
@@ -133,7 +160,7 @@ fn default_recipe_on_the_bundled_model() {
     );
     assert_eq!(
         meta("onnx_rewrite.passes").as_deref(),
-        Some("fold-batchnorm,eliminate-identity,dce")
+        Some("fold-batchnorm,eliminate-identity,dce,prune,lowrank,quantize,dce")
     );
     // the written model passes onnx.checker full_check and runs in ONNX Runtime
     let st = Command::new(common::python())
