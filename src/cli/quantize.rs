@@ -88,7 +88,11 @@ impl QuantizeArgs {
         QuantizeOptions {
             mode: self.mode.clone(),
             dtype: self.dtype.clone(),
-            symmetric: self.symmetric,
+            symmetric: match (self.symmetric, self.asymmetric) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             per_channel: !self.per_tensor,
             reduce_range: self.reduce_range,
             min_elements: self.min_elements,

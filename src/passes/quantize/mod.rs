@@ -24,8 +24,8 @@ crate::pass_options! {
         mode: String = "weight".to_string(),
         /// Integer type of the quantized weights: int8 or uint8.
         dtype: String = "int8".to_string(),
-        /// Symmetric ranges (zero point 0 for int8, 128 for uint8; what integer kernels fuse) instead of each channel's min / max with a zero point (more accurate for weight-only).
-        symmetric: bool = false,
+        /// Symmetric ranges (zero point 0 for int8, 128 for uint8; what integer kernels fuse) instead of each channel's min / max with a zero point. Unset: asymmetric for mode=weight (more accurate), symmetric for mode=static (the only form it takes).
+        symmetric: Option<bool> = None,
         /// One scale per output channel (Conv 0, ConvTranspose 1, Gemm 0 with transB else 1, MatMul last, Gather 0); needs ai.onnx 13, raised with upgrade-opset when lower.
         per_channel: bool = true,
         /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]) for CPUs whose u8 x s8 dot products can overflow.
@@ -84,7 +84,9 @@ pub struct Quantize {
 impl Quantize {
     pub fn new(o: QuantizeOptions) -> Result<Quantize> {
         let mode: Mode = o.mode.parse()?;
-        if mode == Mode::Static && (o.dtype != "int8" || !o.symmetric || o.reduce_range) {
+        if mode == Mode::Static
+            && (o.dtype != "int8" || o.symmetric == Some(false) || o.reduce_range)
+        {
             return Err(Error::Usage(
                 "mode=static quantizes weights to symmetric int8 (the form ONNX Runtime's integer kernels take): drop dtype / symmetric / reduce_range"
                     .into(),
@@ -120,7 +122,7 @@ impl Quantize {
             static_qdq,
             weight: WeightConfig {
                 qtype,
-                symmetric: o.symmetric,
+                symmetric: o.symmetric.unwrap_or(false),
                 per_channel: o.per_channel,
                 reduce_range: o.reduce_range,
                 min_elements: o.min_elements,
