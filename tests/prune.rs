@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use onnx_rewrite::io;
@@ -38,31 +38,6 @@ fn channel(ratio: f64, mode: &str) -> PruneOptions {
         mode: mode.into(),
         ..Default::default()
     }
-}
-
-fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.onnx"));
-    io::save(m, &p, &Default::default()).unwrap();
-    p
-}
-
-fn check_files(files: &[PathBuf]) {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tools/check_model.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "checker / ONNX Runtime rejected:\n{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{text}"
-    );
 }
 
 /// ONNX Runtime outputs of `a` and `b` on the same seeded inputs agree within REL_TOL of max(1, max |ref|).
@@ -406,9 +381,9 @@ fn magnitude_per_layer_global_and_absolute() {
         }
     }
     let dir = common::tempdir();
-    check_files(&[
-        save(&m, dir.path(), "layer"),
-        save(&g, dir.path(), "global"),
+    common::check_files(&[
+        common::save(&m, dir.path(), "layer"),
+        common::save(&g, dir.path(), "global"),
     ]);
 }
 
@@ -497,8 +472,8 @@ fn channel_pruning_builder_graphs_zero_equals_remove() {
             "{name}: pruning changed nothing"
         );
         let (pz, pr) = (
-            save(&z, dir.path(), &format!("{name}_zero")),
-            save(&r, dir.path(), &format!("{name}_remove")),
+            common::save(&z, dir.path(), &format!("{name}_zero")),
+            common::save(&r, dir.path(), &format!("{name}_remove")),
         );
         ort_agree(&pz, &pr, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         files.push(pz);
@@ -519,7 +494,7 @@ fn channel_pruning_builder_graphs_zero_equals_remove() {
             assert!(kept < 16);
         }
     }
-    check_files(&files);
+    common::check_files(&files);
 }
 
 #[test]
@@ -644,8 +619,8 @@ fn real_models_channel_and_nm() {
         assert!(assert_pruned_zero(&z, &oz) > 0);
         let o = vopts(dims, default_dim);
         tract_agree(&z, &r, &o).unwrap_or_else(|e| panic!("{}: {e}", meta.name));
-        let pz = save(&z, dir.path(), &format!("{}_zero", meta.name));
-        let pr = save(&r, dir.path(), &format!("{}_remove", meta.name));
+        let pz = common::save(&z, dir.path(), &format!("{}_zero", meta.name));
+        let pr = common::save(&r, dir.path(), &format!("{}_remove", meta.name));
         ort_agree(&pz, &pr, &ort).unwrap_or_else(|e| panic!("{}: {e}", meta.name));
         // N:M 2:4 on the same model: the pattern holds exactly on every pruned weight
         let mut n = m0.clone();
@@ -668,8 +643,8 @@ fn real_models_channel_and_nm() {
                 l.node
             );
         }
-        let pn = save(&n, dir.path(), &format!("{}_nm", meta.name));
-        check_files(&[pz, pr, pn]);
+        let pn = common::save(&n, dir.path(), &format!("{}_nm", meta.name));
+        common::check_files(&[pz, pr, pn]);
     }
     eprintln!("{summary}structured removal changed {changed} of {total} real models");
     assert!(changed * 2 > total, "{summary}");
@@ -680,7 +655,7 @@ fn real_models_channel_and_nm() {
 #[test]
 fn magnitude_in_subgraphs_and_deterministic() {
     let mut b = GraphBuilder::new("main");
-    let x = b.input("x", DataType::FLOAT, &["1", "4", "4", "4"]);
+    let _x = b.input("x", DataType::FLOAT, &["1", "4", "4", "4"]);
     let cond = b.input("cond", DataType::BOOL, &[]);
     init(&mut b, "w_outer", vec![4, 4, 1, 1], 5);
     let mut t = GraphBuilder::new("then_branch");
@@ -726,7 +701,7 @@ fn magnitude_in_subgraphs_and_deterministic() {
     b.output(y, DataType::FLOAT, &["1", "4", "4", "4"]);
     let dir = common::tempdir();
     // a save / load round trip records which outer values the branches capture
-    let built = save(&model(b.build(), 13), dir.path(), "if");
+    let built = common::save(&model(b.build(), 13), dir.path(), "if");
     let m0 = io::load(&built).unwrap();
     let mut files = Vec::new();
     let mut bytes = Vec::new();
@@ -752,10 +727,10 @@ fn magnitude_in_subgraphs_and_deterministic() {
             .to_f64_vec()
             .unwrap();
         assert_eq!(w.iter().filter(|v| **v == 0.0).count(), 12);
-        let p = save(&m, dir.path(), &format!("if_pruned_{k}"));
+        let p = common::save(&m, dir.path(), &format!("if_pruned_{k}"));
         bytes.push(std::fs::read(&p).unwrap());
         files.push(p);
     }
     assert_eq!(bytes[0], bytes[1], "two runs differ");
-    check_files(&files);
+    common::check_files(&files);
 }

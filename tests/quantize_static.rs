@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use onnx_rewrite::io;
 use onnx_rewrite::ir::builder::{model, GraphBuilder};
@@ -287,31 +286,6 @@ fn check_structure(m: &Model, r: &PassReport) -> usize {
     checked
 }
 
-fn check_files(files: &[PathBuf]) {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tools/check_model.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "checker / ONNX Runtime rejected:\n{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{text}"
-    );
-}
-
-fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.onnx"));
-    io::save(m, &p, &Default::default()).unwrap();
-    p
-}
-
 /// Worst centred SQNR (dB) over the outputs, through tract, on samples other than the calibration ones.
 fn sqnr(a: &Model, b: &Model, o: &ValidateOptions) -> f64 {
     let mut o = o.clone();
@@ -396,9 +370,9 @@ fn cnn_static_qdq_structure_numbers_and_export() {
         // toy model's centred output notices: held to validate's default 20 dB instead
         let min = if name == "entropy" { 20.0 } else { MIN_SQNR_DB };
         assert!(s >= min, "{name}: {s} dB\n{r}");
-        files.push(save(&m, dir.path(), name));
+        files.push(common::save(&m, dir.path(), name));
     }
-    check_files(&files);
+    common::check_files(&files);
 }
 
 /// Guard the guard: the same model with one activation scale 16x too small saturates and must fail.
@@ -451,9 +425,9 @@ fn opset_11_is_raised() {
         &opts(|o| o.per_channel = false),
     );
     assert_eq!(m2.opset(""), Some(11));
-    check_files(&[
-        save(&m, dir.path(), "op11"),
-        save(&m2, dir.path(), "op11_pt"),
+    common::check_files(&[
+        common::save(&m, dir.path(), "op11"),
+        common::save(&m2, dir.path(), "op11_pt"),
     ]);
 }
 
@@ -604,10 +578,10 @@ fn real_models_quantise_check_and_run() {
         if meta.name != "minilm_l6_int8" && !meta.name.starts_with("silero") {
             assert!(checked > 0, "{}: nothing quantised\n{r}", meta.name);
         }
-        files.push(save(&m, dir.path(), &meta.name));
+        files.push(common::save(&m, dir.path(), &meta.name));
     }
     eprintln!("{summary}");
-    check_files(&files);
+    common::check_files(&files);
 }
 
 /// The CLI: `quantize --mode static` with seeded calibration samples writes a QDQ model; a bad method is a
@@ -615,7 +589,7 @@ fn real_models_quantise_check_and_run() {
 #[test]
 fn cli_static_mode() {
     let dir = common::tempdir();
-    let src = save(&cnn(13), dir.path(), "cnn");
+    let src = common::save(&cnn(13), dir.path(), "cnn");
     let out = dir.path().join("cnn.qdq.onnx");
     let (code, stdout, stderr) = common::cli(&[
         "quantize",

@@ -27,31 +27,6 @@ fn quantize(m: &mut Model, spec: &str) -> PassReport {
     r.pop().unwrap()
 }
 
-fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.onnx"));
-    io::save(m, &p, &Default::default()).unwrap();
-    p
-}
-
-fn check_files(files: &[PathBuf]) {
-    let out = Command::new(common::python())
-        .arg(common::root().join("tools/check_model.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "checker / ONNX Runtime rejected:\n{text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{text}"
-    );
-}
-
 /// Run both models in ONNX Runtime on the same seeded inputs; every output must have the same dtype and
 /// shape and a finite difference (NaN only where the float model has NaN). Returns the worst relative max-abs
 /// drift (max |a - b| / max |a|) over the float outputs.
@@ -410,7 +385,7 @@ fn real_models_quantize_check_and_run() {
             )
             .unwrap();
         }
-        let float_path = save(&float, dir.path(), &format!("{stem}.float"));
+        let float_path = common::save(&float, dir.path(), &format!("{stem}.float"));
         let mut m = float.clone();
         let spec = match stem.as_str() {
             // the embedding table is most of the file: Gather opt-in
@@ -429,7 +404,7 @@ fn real_models_quantize_check_and_run() {
         };
         let r = quantize(&mut m, spec);
         check_structure(&float, &m, &r, &stem);
-        let out = save(&m, dir.path(), &stem);
+        let out = common::save(&m, dir.path(), &stem);
         let ratio = std::fs::metadata(&out).unwrap().len() as f64
             / std::fs::metadata(&float_path).unwrap().len() as f64;
         let (o, args) = real_inputs(&stem, dir.path());
@@ -493,7 +468,7 @@ fn real_models_quantize_check_and_run() {
         }
         files.push(out);
     }
-    check_files(&files);
+    common::check_files(&files);
     eprintln!("{table}");
 }
 
@@ -533,7 +508,7 @@ fn fixtures_quantize_check_and_run() {
                 "{r}"
             );
         }
-        let out = save(&m, dir.path(), &stem);
+        let out = common::save(&m, dir.path(), &stem);
         if stem == "external_data" {
             // the weights were external: the quantized ones are inline now and much smaller
             let before = std::fs::metadata(&f).unwrap().len()
@@ -561,7 +536,7 @@ fn fixtures_quantize_check_and_run() {
             files.push(out);
         }
     }
-    check_files(&files);
+    common::check_files(&files);
 }
 
 /// Same input and options, byte-identical files and reports.
@@ -578,7 +553,7 @@ fn deterministic() {
         for k in 0..2 {
             let mut m = io::load(&src).unwrap();
             let r = quantize(&mut m, "quantize{min_elements=1}");
-            let p = save(&m, dir.path(), &format!("d{k}"));
+            let p = common::save(&m, dir.path(), &format!("d{k}"));
             outs.push((
                 std::fs::read(p).unwrap(),
                 serde_json::to_string(&r).unwrap(),
@@ -731,9 +706,9 @@ fn opset_fallback_to_per_tensor() {
         }
     }
     check_structure(&original, &m, &r, "opset11");
-    let a = save(&original, dir.path(), "o11");
-    let b = save(&m, dir.path(), "q11");
-    check_files(&[b.clone()]);
+    let a = common::save(&original, dir.path(), "o11");
+    let b = common::save(&m, dir.path(), "q11");
+    common::check_files(&[b.clone()]);
     let drift = ort_drift(&a, &b, &[]);
     eprintln!("opset 11 per-tensor fallback: ORT rel drift {drift:.5}");
     // opset 9 (Upsample, fine to upgrade) is raised to 13
@@ -741,7 +716,7 @@ fn opset_fallback_to_per_tensor() {
     let r = quantize(&mut m9, "quantize{min_elements=1}");
     assert_eq!(m9.opset(""), Some(13), "{r}");
     assert_eq!(r.stats["weights_quantized"], 2, "{r}");
-    check_files(&[save(&m9, dir.path(), "q9")]);
+    common::check_files(&[common::save(&m9, dir.path(), "q9")]);
 }
 
 /// The CLI: exit codes, report file, usage errors.
@@ -771,7 +746,7 @@ fn cli_quantize() {
         j[0]["stats"]["weights_quantized"].as_u64().unwrap() >= 2,
         "{j}"
     );
-    check_files(&[out.clone()]);
+    common::check_files(&[out.clone()]);
     let (code, _, e) = common::cli(&[
         "quantize",
         src.to_str().unwrap(),
@@ -867,7 +842,7 @@ fn weights_read_from_if_branches() {
     b.output(side, DataType::FLOAT, &["16", "16"]);
     let dir = common::tempdir();
     // the builder does not record branch captures: a save / load round trip does
-    let built = save(&model(b.build(), 17), dir.path(), "ifw");
+    let built = common::save(&model(b.build(), 17), dir.path(), "ifw");
     let original = io::load(&built).unwrap();
     let mut m = original.clone();
     let r = quantize(&mut m, "quantize{min_elements=1}");
@@ -896,8 +871,8 @@ fn weights_read_from_if_branches() {
         "{r}"
     );
     check_structure(&original, &m, &r, "ifw");
-    let out = save(&m, dir.path(), "ifw_q");
-    check_files(&[out.clone()]);
+    let out = common::save(&m, dir.path(), "ifw_q");
+    common::check_files(&[out.clone()]);
     for c in ["0", "1"] {
         let drift = ort_drift(&built, &out, &["--fill", &format!("cond={c}")]);
         eprintln!("cond={c}: ORT rel drift {drift:.5}");

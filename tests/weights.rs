@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use onnx_rewrite::io::{self, SaveOptions};
+use onnx_rewrite::io;
 use onnx_rewrite::ir::builder::{model, GraphBuilder};
 use onnx_rewrite::ir::{
     Attribute, DataType, IoSide, Model, OpKey, Patch, ScopeChain, Tensor, TypeInfo, UseSlot,
@@ -119,18 +119,12 @@ fn if_matmul_model() -> Model {
     model(b.build(), 13)
 }
 
-fn save(m: &Model, dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    io::save(m, &p, &SaveOptions::default()).unwrap();
-    p
-}
-
 #[test]
 fn weight_captured_by_a_branch_becomes_outer_dequantize_linear() {
     let dir = common::tempdir();
     let mut m = if_matmul_model();
     m.verify().unwrap();
-    let original = save(&m, dir.path(), "if_matmul.onnx");
+    let original = common::save(&m, dir.path(), "if_matmul.onnx");
 
     // find the MatMul weight from inside the then-branch, through the scope chain
     let (if_id, then) = m.graph.subgraphs().next().unwrap();
@@ -208,7 +202,7 @@ fn weight_captured_by_a_branch_becomes_outer_dequantize_linear() {
         .collect();
     assert_eq!(ops, ["DequantizeLinear", "If"]);
 
-    let rewritten = save(&m, dir.path(), "if_matmul_q.onnx");
+    let rewritten = common::save(&m, dir.path(), "if_matmul_q.onnx");
     common::check_models(&[original.clone(), rewritten.clone()], &[]);
 
     // ONNX Runtime: the then-branch computes x @ dequant(W), the else-branch is untouched
@@ -294,7 +288,7 @@ fn value_info_and_output_types_edits_survive_save() {
         .contains("no output #3"));
 
     let dir = common::tempdir();
-    let path = save(&m, dir.path(), "vi.onnx");
+    let path = common::save(&m, dir.path(), "vi.onnx");
     let back = io::load(&path).unwrap();
     let g = &back.graph;
     let ty = |name: &str| {
@@ -321,7 +315,7 @@ fn value_info_and_output_types_edits_survive_save() {
     p.set_value_info(r, None);
     p.set_value_info(s, None);
     m.graph.apply(p).unwrap();
-    let back = io::load(&save(&m, dir.path(), "vi2.onnx")).unwrap();
+    let back = io::load(&common::save(&m, dir.path(), "vi2.onnx")).unwrap();
     assert!(back.graph.value_info().is_empty());
 }
 
@@ -356,7 +350,7 @@ fn dedup_merges_copies_read_inside_silero_branches() {
             ));
             expect_merged = 1;
         }
-        let staged = save(&m, dir.path(), &format!("{}_copy.onnx", meta.name));
+        let staged = common::save(&m, dir.path(), &format!("{}_copy.onnx", meta.name));
         // dedup the file as a user would (before the fix: exit 1, "'..._copy' is read by a subgraph")
         let mut m = io::load(&staged).unwrap();
         let reports =
@@ -366,7 +360,7 @@ fn dedup_merges_copies_read_inside_silero_branches() {
             "{}",
             meta.name
         );
-        let out = save(&m, dir.path(), &format!("{}_dedup.onnx", meta.name));
+        let out = common::save(&m, dir.path(), &format!("{}_dedup.onnx", meta.name));
         common::check_models(&[staged.clone(), out.clone()], &[]);
         let input: Vec<f32> = (0..512)
             .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.3)
@@ -459,7 +453,7 @@ fn constant_weights_in_a_branch_replaced_in_every_form() {
     m.verify().unwrap();
     let x = [0.5f64, -1.0, 2.0];
     let feeds = serde_json::json!({"x": x, "c": true});
-    let before = save(&m, dir.path(), "forms.onnx");
+    let before = common::save(&m, dir.path(), "forms.onnx");
     // every step below is exact in binary floating point (small dyadic values)
     let y0: Vec<f64> = (0..3)
         .map(|i| {
@@ -518,7 +512,7 @@ fn constant_weights_in_a_branch_replaced_in_every_form() {
     }
     m.graph.apply_at(&path, p).unwrap();
     m.verify().unwrap();
-    let after = save(&m, dir.path(), "forms_replaced.onnx");
+    let after = common::save(&m, dir.path(), "forms_replaced.onnx");
     common::check_models(&[after.clone()], &[]);
 
     // the forms survive the save

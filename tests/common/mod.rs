@@ -158,3 +158,15 @@ pub fn ort_outputs(a: &Path, b: &Path, input_args: &[&str]) -> serde_json::Value
     let v: serde_json::Value = serde_json::from_str(&run_tool("ort_equal.py", &args)).unwrap();
     v["outputs"].clone()
 }
+
+/// `check_models` with no extra flags: every file passes onnx.checker full_check and loads in ONNX Runtime.
+pub fn check_files(files: &[PathBuf]) {
+    check_models(files, &[]);
+}
+
+/// Save `m` as `<dir>/<name>.onnx` (default save options) and return the path.
+pub fn save(m: &onnx_rewrite::ir::Model, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.onnx"));
+    onnx_rewrite::io::save(m, &p, &Default::default()).unwrap();
+    p
+}
