@@ -616,11 +616,11 @@ fn options_change_what_is_written() {
     let mut m = original.clone();
     let r = quantize(&mut m, "quantize{min_elements=100000000}");
     assert!(!r.changed);
-    // unknown op and static mode are usage errors
+    // unknown op, static mode with weight-only choices it cannot take, unknown dtype and mode are usage errors
     let mut m = original.clone();
     for bad in [
         "quantize{ops=[Relu]}",
-        "quantize{mode=static}",
+        "quantize{mode=static,dtype=uint8}",
         "quantize{dtype=int4}",
         "quantize{mode=fast}",
     ] {
@@ -753,6 +753,8 @@ fn cli_quantize() {
         out.to_str().unwrap(),
         "--mode",
         "static",
+        "--dtype",
+        "uint8",
     ]);
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("static"), "{e}");
