@@ -240,7 +240,12 @@ impl DataPlan {
                         )));
                     }
                     let dest = rule.dest.clone();
-                    let file = self.files.get(&dest).expect("laid out by keep_layout");
+                    let file = self.files.get(&dest).ok_or_else(|| {
+                        Error::Refused(format!(
+                            "external tensor '{}': data file '{dest}' was not laid out before saving",
+                            t.name()
+                        ))
+                    })?;
                     let offset = *file.index.get(&range_key(e)).ok_or_else(|| {
                         Error::Refused(format!(
                             "external tensor '{}' was not laid out before saving",

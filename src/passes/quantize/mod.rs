@@ -148,3 +148,33 @@ impl Pass for Quantize {
         Ok(report)
     }
 }
+
+/// Queue `<base>_quantized`, `<base>_scale`, `<base>_zero_point` and one `<base>_DequantizeLinear` (output
+/// `<base>_DequantizeLinear_Output`, the names ONNX Runtime's tools use) in `g`; returns the output and the
+/// node's name. Fresh names are taken in that order, so outputs stay byte-identical run to run.
+pub(crate) fn add_dequantize(
+    p: &mut crate::ir::Patch,
+    g: &crate::ir::Graph,
+    base: &str,
+    q: crate::ir::Tensor,
+    scale: crate::ir::Tensor,
+    zero_point: crate::ir::Tensor,
+    axis: Option<i64>,
+) -> (crate::ir::ValRef, String) {
+    let qv = p.add_named_initializer(g, base, "_quantized", q);
+    let sv = p.add_named_initializer(g, base, "_scale", scale);
+    let zv = p.add_named_initializer(g, base, "_zero_point", zero_point);
+    let out = p.new_named_value(g, base, "_DequantizeLinear_Output");
+    let name = p.fresh_suffixed(g, base, "_DequantizeLinear");
+    p.add_node_spec(crate::ir::NewNode {
+        name: Some(name.clone()),
+        op: crate::ir::OpKey::onnx("DequantizeLinear"),
+        inputs: vec![Some(qv), Some(sv), Some(zv)],
+        outputs: vec![out],
+        attrs: axis
+            .map(|a| crate::ir::Attribute::int("axis", a))
+            .into_iter()
+            .collect(),
+    });
+    (out, name)
+}

@@ -33,8 +33,7 @@ use crate::ir::AttrList;
 use super::params::{quantize_tensor_full, QType, QuantSpec, Quantized};
 use crate::error::{Error, Result};
 use crate::ir::{
-    Attribute, DataType, GraphPath, GraphRoot, Model, NewNode, OpKey, Patch, Tensor, ValueDef,
-    WeightRef, WeightStorage,
+    DataType, GraphPath, GraphRoot, Model, Patch, Tensor, ValueDef, WeightRef, WeightStorage,
 };
 use crate::passes::{Outcome, PassContext, PassReport};
 
@@ -554,22 +553,8 @@ fn apply(
     let base = job.w.name.as_str();
     let bytes_before = job.tensor.byte_size();
     let bytes_after = q.q.byte_size() + q.scale.byte_size() + q.zero_point.byte_size();
-    let qv = p.add_named_initializer(g, base, "_quantized", q.q);
-    let sv = p.add_named_initializer(g, base, "_scale", q.scale);
-    let zv = p.add_named_initializer(g, base, "_zero_point", q.zero_point);
-    let out = p.new_named_value(g, base, "_DequantizeLinear_Output");
-    let node_name = p.fresh_suffixed(g, base, "_DequantizeLinear");
-    let attrs = match job.spec.axis {
-        Some(a) => vec![Attribute::int("axis", a)],
-        None => vec![],
-    };
-    p.add_node_spec(NewNode {
-        name: Some(node_name.clone()),
-        op: OpKey::onnx("DequantizeLinear"),
-        inputs: vec![Some(qv), Some(sv), Some(zv)],
-        outputs: vec![out.clone()],
-        attrs,
-    });
+    let (out, node_name) =
+        super::add_dequantize(&mut p, g, base, q.q, q.scale, q.zero_point, job.spec.axis);
     p.replace_all_uses(job.w.value, out);
     p.remove_weight(&job.w);
     let log = model.graph.apply_at(&job.w.path, p)?;

@@ -27,8 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::ir::ops::{ConvView, GemmView};
 use crate::ir::{
-    AttrList, Attribute, DataType, Graph, Model, NewNode, NodeId, OpKey, Patch, Tensor, ValRef,
-    ValueId,
+    AttrList, DataType, Graph, Model, NewNode, NodeId, OpKey, Patch, Tensor, ValRef, ValueId,
 };
 use crate::passes::quantize::calibrate::{Observer, StatsCollector, StatsOptions, TensorStats};
 use crate::passes::{Outcome, PassContext, PassReport};
@@ -745,41 +744,20 @@ fn build(
                 built.bytes_before += t.byte_size();
                 built.bytes_after += q.len() as u64 + 4 * scales.len() as u64;
                 let base = wr.name.clone();
-                let qt = p.add_named_initializer(
-                    g,
-                    &base,
-                    "_quantized",
-                    Tensor::from_vec::<i8>("", t.dims.clone(), q)?,
-                );
                 let sdims = if axis.is_some() {
                     vec![scales.len() as i64]
                 } else {
                     vec![]
                 };
-                let st = p.add_named_initializer(
+                let (out, _) = crate::passes::quantize::add_dequantize(
+                    &mut p,
                     g,
                     &base,
-                    "_scale",
+                    Tensor::from_vec::<i8>("", t.dims.clone(), q)?,
                     Tensor::from_f32("", sdims.clone(), &scales),
-                );
-                let zt = p.add_named_initializer(
-                    g,
-                    &base,
-                    "_zero_point",
                     Tensor::from_vec::<i8>("", sdims, vec![0; scales.len()])?,
+                    axis.map(|a| a as i64),
                 );
-                let out = p.new_named_value(g, &base, "_DequantizeLinear_Output");
-                let name = p.fresh_suffixed(g, &base, "_DequantizeLinear");
-                p.add_node_spec(NewNode {
-                    name: Some(name),
-                    op: OpKey::onnx("DequantizeLinear"),
-                    inputs: vec![Some(qt), Some(st), Some(zt)],
-                    outputs: vec![out],
-                    attrs: axis
-                        .map(|a| Attribute::int("axis", a as i64))
-                        .into_iter()
-                        .collect(),
-                });
                 built.weights += 1;
                 wcache.insert((w, axis), (out, scales.clone(), err.clone()));
                 (out, scales, err)
@@ -869,36 +847,15 @@ fn build(
         };
         built.bytes_before += bt.byte_size();
         built.bytes_after += 4 * q.len() as u64 + 4 * bscales.len() as u64;
-        let qt = p.add_named_initializer(
+        let (out, _) = crate::passes::quantize::add_dequantize(
+            &mut p,
             g,
             &base,
-            "_quantized",
             Tensor::from_vec::<i32>("", bt.dims.clone(), q)?,
-        );
-        let st = p.add_named_initializer(
-            g,
-            &base,
-            "_scale",
             Tensor::from_f32("", sdims.clone(), &bscales),
-        );
-        let zt = p.add_named_initializer(
-            g,
-            &base,
-            "_zero_point",
             Tensor::from_vec::<i32>("", sdims, vec![0; bscales.len()])?,
+            (bscales.len() > 1).then_some(0),
         );
-        let out = p.new_named_value(g, &base, "_DequantizeLinear_Output");
-        let name = p.fresh_suffixed(g, &base, "_DequantizeLinear");
-        p.add_node_spec(NewNode {
-            name: Some(name),
-            op: OpKey::onnx("DequantizeLinear"),
-            inputs: vec![Some(qt), Some(st), Some(zt)],
-            outputs: vec![out],
-            attrs: (bscales.len() > 1)
-                .then(|| Attribute::int("axis", 0))
-                .into_iter()
-                .collect(),
-        });
         p.set_input(s.node, bslot, Some(out));
         *rewired.entry(b).or_default() += 1;
         built.biases += 1;
@@ -933,28 +890,15 @@ fn build(
                     built.bytes_before += t.byte_size();
                     built.bytes_after += q.len() as u64 + 5;
                     let base = wr.name.clone();
-                    let qt = p.add_named_initializer(
+                    let (out, _) = crate::passes::quantize::add_dequantize(
+                        &mut p,
                         g,
                         &base,
-                        "_quantized",
                         Tensor::from_f64_as("", qdt, t.dims.clone(), &q)?,
-                    );
-                    let st = p.add_named_initializer(
-                        g,
-                        &base,
-                        "_scale",
                         Tensor::from_f32("", vec![], &[scale]),
+                        act_dtype(zp)?,
+                        None,
                     );
-                    let zt = p.add_named_initializer(g, &base, "_zero_point", act_dtype(zp)?);
-                    let out = p.new_named_value(g, &base, "_DequantizeLinear_Output");
-                    let name = p.fresh_suffixed(g, &base, "_DequantizeLinear");
-                    p.add_node_spec(NewNode {
-                        name: Some(name),
-                        op: OpKey::onnx("DequantizeLinear"),
-                        inputs: vec![Some(qt), Some(st), Some(zt)],
-                        outputs: vec![out],
-                        attrs: vec![],
-                    });
                     ccache.insert(c, out);
                     out
                 }
