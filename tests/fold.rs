@@ -89,21 +89,11 @@ fn agree(a: &Model, b: &Model, o: &ValidateOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Deterministic values in [-1, 1) (splitmix-style hash of the index and a salt).
-fn vals(n: usize, salt: u64) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let mut z = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 30)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn positive(n: usize, salt: u64) -> Vec<f32> {
-    vals(n, salt).into_iter().map(|v| 0.5 + v.abs()).collect()
+    common::vals(n, salt)
+        .into_iter()
+        .map(|v| 0.5 + v.abs())
+        .collect()
 }
 
 /// BatchNormalization params for `c` channels, named `<p>_*`.
@@ -118,12 +108,12 @@ fn bn_params(b: &mut GraphBuilder, p: &str, c: usize, salt: u64) -> Vec<onnx_rew
         b.initializer(Tensor::from_f32(
             format!("{p}_beta"),
             d.clone(),
-            &vals(c, salt + 1),
+            &common::vals(c, salt + 1),
         )),
         b.initializer(Tensor::from_f32(
             format!("{p}_mean"),
             d.clone(),
-            &vals(c, salt + 2),
+            &common::vals(c, salt + 2),
         )),
         b.initializer(Tensor::from_f32(
             format!("{p}_var"),
@@ -139,8 +129,12 @@ fn bn_params(b: &mut GraphBuilder, p: &str, c: usize, salt: u64) -> Vec<onnx_rew
 fn chain() -> Model {
     let mut b = GraphBuilder::new("chain");
     let x = b.input("x", DataType::FLOAT, &["1", "4", "6", "6"]);
-    let w1 = b.initializer(Tensor::from_f32("w1", vec![8, 4, 3, 3], &vals(288, 1)));
-    let b1 = b.initializer(Tensor::from_f32("b1", vec![8], &vals(8, 2)));
+    let w1 = b.initializer(Tensor::from_f32(
+        "w1",
+        vec![8, 4, 3, 3],
+        &common::vals(288, 1),
+    ));
+    let b1 = b.initializer(Tensor::from_f32("b1", vec![8], &common::vals(8, 2)));
     let c1 = b.node(
         "Conv",
         &[x, w1, b1],
@@ -159,7 +153,7 @@ fn chain() -> Model {
         &[],
         vec![Attribute::tensor(
             "value",
-            Tensor::from_f32("", vec![8, 1, 3, 3], &vals(72, 3)),
+            Tensor::from_f32("", vec![8, 1, 3, 3], &common::vals(72, 3)),
         )],
         1,
     )[0];
@@ -171,7 +165,11 @@ fn chain() -> Model {
         vec![Attribute::float("epsilon", 1e-3)],
         1,
     )[0];
-    let w3 = b.initializer(Tensor::from_f32("w3", vec![8, 3, 2, 2], &vals(96, 4)));
+    let w3 = b.initializer(Tensor::from_f32(
+        "w3",
+        vec![8, 3, 2, 2],
+        &common::vals(96, 4),
+    ));
     let c3 = b.node(
         "ConvTranspose",
         &[n2, w3],
@@ -187,8 +185,8 @@ fn chain() -> Model {
     )[0];
     let gap = b.node("GlobalAveragePool", &[n3], vec![], 1)[0];
     let flat = b.node("Flatten", &[gap], vec![], 1)[0];
-    let w4 = b.initializer(Tensor::from_f32("w4", vec![5, 6], &vals(30, 5)));
-    let c4 = b.initializer(Tensor::from_f32("c4", vec![1, 5], &vals(5, 6)));
+    let w4 = b.initializer(Tensor::from_f32("w4", vec![5, 6], &common::vals(30, 5)));
+    let c4 = b.initializer(Tensor::from_f32("c4", vec![1, 5], &common::vals(5, 6)));
     let g = b.node(
         "Gemm",
         &[flat, w4, c4],
@@ -202,7 +200,7 @@ fn chain() -> Model {
         vec![],
         1,
     )[0];
-    let w5 = b.initializer(Tensor::from_f32("w5", vec![5, 3], &vals(15, 7)));
+    let w5 = b.initializer(Tensor::from_f32("w5", vec![5, 3], &common::vals(15, 7)));
     let mm = b.node("MatMul", &[n4, w5], vec![], 1)[0];
     let p = bn_params(&mut b, "bn5", 3, 50);
     let n5 = b.node(
@@ -258,7 +256,7 @@ fn shared_and_outer_weights_are_not_changed_for_other_readers() {
     let mut b = GraphBuilder::new("shared");
     let x = b.input("x", DataType::FLOAT, &["1", "2", "4", "4"]);
     let cond = b.input("cond", DataType::BOOL, &[]);
-    let w = b.initializer(Tensor::from_f32("w", vec![3, 2, 1, 1], &vals(6, 1)));
+    let w = b.initializer(Tensor::from_f32("w", vec![3, 2, 1, 1], &common::vals(6, 1)));
     let c1 = b.node("Conv", &[x, w], vec![], 1)[0];
     let p = bn_params(&mut b, "bn1", 3, 10);
     let n1 = b.node(
@@ -277,7 +275,11 @@ fn shared_and_outer_weights_are_not_changed_for_other_readers() {
     )[0];
     let sum = b.node("Add", &[n1, n2], vec![], 1)[0];
     // then: Conv(sum, outer w2) -> BN (outer params); else: Identity(sum)
-    b.initializer(Tensor::from_f32("w2", vec![3, 3, 1, 1], &vals(9, 2)));
+    b.initializer(Tensor::from_f32(
+        "w2",
+        vec![3, 3, 1, 1],
+        &common::vals(9, 2),
+    ));
     let p3 = bn_params(&mut b, "bn3", 3, 30);
     let mut t = GraphBuilder::new("then_branch");
     let s_in = t.outer("add_4_out0");
@@ -363,7 +365,7 @@ fn skips_what_it_cannot_fold_with_a_reason() {
     // BN after a Relu; BN whose conv output is also read elsewhere; BN in training mode
     let mut b = GraphBuilder::new("skips");
     let x = b.input("x", DataType::FLOAT, &["1", "2", "3", "3"]);
-    let w = b.initializer(Tensor::from_f32("w", vec![2, 2, 1, 1], &vals(4, 1)));
+    let w = b.initializer(Tensor::from_f32("w", vec![2, 2, 1, 1], &common::vals(4, 1)));
     let c = b.node("Conv", &[x, w], vec![], 1)[0];
     let r = b.node("Relu", &[c], vec![], 1)[0];
     let p = bn_params(&mut b, "bn1", 2, 10);

@@ -84,23 +84,10 @@ fn ort_rel(a: &Path, b: &Path, extra: &[&str]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Deterministic values in [-1, 1).
-fn vals(n: usize, salt: u64) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            let mut z = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 30)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f64 / (1u64 << 24) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// A k x n row-major matrix of rank `r` (sum of r random outer products with comparable weights).
 fn low_rank(k: usize, n: usize, r: usize, salt: u64) -> Vec<f32> {
-    let a = vals(k * r, salt);
-    let b = vals(r * n, salt + 1000);
+    let a = common::vals_f64(k * r, salt);
+    let b = common::vals_f64(r * n, salt + 1000);
     (0..k * n)
         .map(|ij| {
             let (i, j) = (ij / n, ij % n);
@@ -110,7 +97,10 @@ fn low_rank(k: usize, n: usize, r: usize, salt: u64) -> Vec<f32> {
 }
 
 fn f32s(n: usize, salt: u64) -> Vec<f32> {
-    vals(n, salt).into_iter().map(|v| v as f32).collect()
+    common::vals_f64(n, salt)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
 }
 
 /// Batched MatMul, Gemm (transA, transB, alpha, beta, C) and a 1x1 Conv, each weight of rank 4.

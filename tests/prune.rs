@@ -100,19 +100,6 @@ fn vopts(dims: &[(&str, i64)], default_dim: i64) -> ValidateOptions {
     }
 }
 
-/// Deterministic values in [-1, 1).
-fn vals(n: usize, salt: u64) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let mut z = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 30)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// A node with a chosen name (outputs `<name>_out<i>`).
 fn nn(
     b: &mut GraphBuilder,
@@ -128,14 +115,14 @@ fn nn(
 
 fn init(b: &mut GraphBuilder, name: &str, dims: Vec<i64>, salt: u64) -> ValueId {
     let n = dims.iter().product::<i64>() as usize;
-    b.initializer(Tensor::from_f32(name, dims, &vals(n, salt)))
+    b.initializer(Tensor::from_f32(name, dims, &common::vals(n, salt)))
 }
 
 fn bn(b: &mut GraphBuilder, x: ValueId, p: &str, c: i64, salt: u64) -> ValueId {
     let g = b.initializer(Tensor::from_f32(
         format!("{p}_g"),
         vec![c],
-        &vals(c as usize, salt)
+        &common::vals(c as usize, salt)
             .iter()
             .map(|v| 0.5 + v.abs())
             .collect::<Vec<_>>(),
@@ -145,7 +132,7 @@ fn bn(b: &mut GraphBuilder, x: ValueId, p: &str, c: i64, salt: u64) -> ValueId {
     let v = b.initializer(Tensor::from_f32(
         format!("{p}_v"),
         vec![c],
-        &vals(c as usize, salt + 3)
+        &common::vals(c as usize, salt + 3)
             .iter()
             .map(|v| 0.5 + v.abs())
             .collect::<Vec<_>>(),
@@ -678,7 +665,7 @@ fn magnitude_in_subgraphs_and_deterministic() {
         &["e_w_out"],
         vec![Attribute::tensor(
             "value",
-            Tensor::from_f32("", vec![4, 4, 1, 1], &vals(16, 6)),
+            Tensor::from_f32("", vec![4, 4, 1, 1], &common::vals(16, 6)),
         )],
     )[0];
     let ec = e.named_node(

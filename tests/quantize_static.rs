@@ -23,19 +23,6 @@ use onnx_rewrite::validate::{self, Tolerances, TractCalibrator, TractDrift, Vali
 /// 35 dB expected. 25 dB leaves 10 dB of margin, and a scale off by 16x (the canary below) saturates and fails.
 const MIN_SQNR_DB: f64 = 25.0;
 
-/// Deterministic values in [-1, 1).
-fn vals(n: usize, salt: u64) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let mut z = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 30)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// A named node with one output `<name>_output_0`.
 fn nn(
     b: &mut GraphBuilder,
@@ -56,7 +43,7 @@ fn nn(
 }
 
 fn scaled(n: usize, salt: u64, s: f32) -> Vec<f32> {
-    vals(n, salt).into_iter().map(|v| v * s).collect()
+    common::vals(n, salt).into_iter().map(|v| v * s).collect()
 }
 
 /// x[1,3,12,12] -> Conv(8, 3x3, bias) -> Relu -> depthwise Conv (weight in a Constant node) -> Relu -> MaxPool

@@ -170,3 +170,22 @@ pub fn save(m: &onnx_rewrite::ir::Model, dir: &Path, name: &str) -> PathBuf {
     onnx_rewrite::io::save(m, &p, &Default::default()).unwrap();
     p
 }
+
+/// Deterministic test values in [-1, 1) (a splitmix-style hash of the index and a salt); exact multiples of
+/// 2^-23, so the same on every machine and in f32 or f64.
+pub fn vals(n: usize, salt: u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let mut z = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 30)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `vals` widened to f64 (exactly: every value is a multiple of 2^-23 below 1 in magnitude).
+pub fn vals_f64(n: usize, salt: u64) -> Vec<f64> {
+    vals(n, salt).into_iter().map(f64::from).collect()
+}
