@@ -467,3 +467,101 @@ fn library_run_recipe_from_specs() {
     let e = recipe::run_recipe(model, &budgeted, &RunOptions::default()).unwrap_err();
     assert_eq!(e.exit_code(), 2, "{e}");
 }
+
+/// The initializer lines of `dump` (name, dtype, shape and content hash), by name.
+fn dumped_weights(model: &Path) -> std::collections::BTreeMap<String, String> {
+    let (code, text, err) = cli(&["dump", model.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("init   "))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(n, r)| (n.to_string(), r.to_string()))
+        })
+        .collect()
+}
+
+/// Every recipe in examples/ runs on the bundled model within its budgets, and the ones with node filters
+/// change only what their filters select.
+#[test]
+fn every_example_recipe_runs_on_the_bundled_model() {
+    let dir = common::tempdir();
+    let mut recipes: Vec<PathBuf> = std::fs::read_dir(common::root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    recipes.sort();
+    assert!(recipes.len() >= 4, "{recipes:?}");
+    let before = dumped_weights(&common::root().join(MODEL));
+    let mut outputs = Vec::new();
+    for recipe in &recipes {
+        let stem = recipe.file_stem().unwrap().to_str().unwrap().to_string();
+        let out = dir.path().join(format!("{stem}.onnx"));
+        let rep = dir.path().join(format!("{stem}.json"));
+        let (code, stdout, err) = run_env(
+            &[
+                "run",
+                MODEL,
+                out.to_str().unwrap(),
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--input",
+                X,
+                "--labels",
+                Y,
+                "--latency",
+                "1",
+                "--report",
+                rep.to_str().unwrap(),
+            ],
+            "2",
+        );
+        assert_eq!(code, 0, "{stem}: {stdout}\n{err}");
+        let r = read_json(&rep);
+        assert_eq!(r["status"], "ok", "{stem}");
+        let after = dumped_weights(&out);
+        let passes = r["passes"].as_array().unwrap().clone();
+        let stat = |pass: &str, k: &str| {
+            passes
+                .iter()
+                .filter(|p| p["pass"] == pass)
+                .map(|p| p["stats"][k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        match stem.as_str() {
+            "head-only" => {
+                // [filter] ops = Gemm/MatMul: the conv stem's weights are byte-identical
+                for w in ["conv1.weight", "dw.weight", "dw.bias", "bn1.scale"] {
+                    assert_eq!(before.get(w), after.get(w), "{w}");
+                }
+                // exclude = fc2 on quantize: the classifier stays f32 and unchanged; fc1 is split and int8
+                assert_eq!(before.get("fc2.weight"), after.get("fc2.weight"));
+                assert_eq!(stat("lowrank", "lowrank_split"), 1);
+                assert_eq!(stat("quantize", "weights_quantized"), 2);
+                assert!(!after.contains_key("fc1.weight"));
+                // the two factors' int8 data (zero points are int8 too, one per channel)
+                let int8 = after
+                    .iter()
+                    .filter(|(n, v)| n.ends_with("_quantized") && v.starts_with("i8["))
+                    .count();
+                assert_eq!(int8, 2, "{after:?}");
+            }
+            "static-int8" => {
+                assert!(stat("quantize", "activations_quantized") > 0);
+                let (_, text, _) = cli(&["dump", out.to_str().unwrap()]);
+                assert!(text.contains("QuantizeLinear("), "{text}");
+            }
+            "default" => assert_eq!(stat("quantize", "weights_quantized"), 5),
+            "cleanup" => {
+                // exact clean-up: the inference Dropout goes, every weight stays byte-identical
+                assert_eq!(before, after);
+                let (_, text, _) = cli(&["dump", out.to_str().unwrap()]);
+                assert!(!text.contains("Dropout("), "{text}");
+            }
+            other => panic!("examples/{other}.toml has no check here: add one"),
+        }
+        outputs.push(out);
+    }
+    common::check_files(&outputs);
+}
