@@ -4,6 +4,14 @@
 use clap::Parser;
 
 fn main() {
+    // `onnx-rewrite dump m.onnx | head`: when the reader goes away, end quietly as `cat` does (the default action
+    // of SIGPIPE) instead of panicking in `println!`. Rust sets SIGPIPE to ignored before `main`; restore it.
+    // Output files are unaffected: they are written to a temporary file and renamed, never through a pipe.
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any thread is spawned; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match onnx_rewrite::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -299,3 +299,37 @@ fn validate_centred_tolerance_flags() {
         assert!(t[k].is_null(), "{k}: {t}");
     }
 }
+
+/// `onnx-rewrite dump big.onnx | head -c 100`: the reader goes away while the dump is still writing; the tool
+/// ends quietly as `cat` does (killed by SIGPIPE), not with a panic message and exit 101/1.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let (_, model) = common::real_models()
+        .into_iter()
+        .find(|(m, _)| m.name == "picodet_layout_cdla")
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onnx-rewrite"))
+        .arg("dump")
+        .arg(&model)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // the read end is closed here; the dump (150 KB) is more than a pipe buffer (64 KB), so a write must fail
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+    assert!(head.starts_with(b"model ir_version="));
+}
