@@ -333,7 +333,18 @@ pub fn run_recipe(
             drop(inline);
             let mut after_model = model.clone();
             after_model.source = None;
-            let after = validate::evaluate(&after_model, None, &vo)?;
+            let mut after = validate::evaluate(&after_model, None, &vo)?;
+            let mut qdq = false;
+            model.visit_graphs(&mut |site| {
+                qdq |= site
+                    .graph()
+                    .nodes()
+                    .any(|(_, n)| n.op.op_type == "QuantizeLinear");
+                Ok(())
+            })?;
+            if qdq && after.latency.is_some() {
+                after.remarks.push(QDQ_LATENCY_REMARK.to_string());
+            }
             report.energy_before = Some(energy::estimate(&original, &before));
             report.energy_after = Some(energy::estimate(&model, &after));
             report.before = Some(before);
@@ -342,6 +353,11 @@ pub fn run_recipe(
     }
     Ok((model, report))
 }
+
+/// Said under the latency of a model with activation QDQ: tract's figure is not what an integer runtime sees.
+pub const QDQ_LATENCY_REMARK: &str =
+    "latency: tract runs QuantizeLinear / DequantizeLinear as separate float \
+ops; ONNX Runtime fuses this QDQ layout into integer kernels, so measure deployment latency there";
 
 /// Record the input and recipe digests and the passes run in the model's `metadata_props` (replacing earlier
 /// entries of ours, so that a re-run does not pile them up).

@@ -400,6 +400,12 @@ impl fmt::Display for PipelineReport {
             row(f, "MACs", b.macs_total as f64, a.macs_total as f64, 0)?;
             if let (Some(lb), Some(la)) = (&b.latency, &a.latency) {
                 row(f, "latency ms (median)", lb.median_ms, la.median_ms, 3)?;
+                if a.remarks
+                    .iter()
+                    .any(|r| r == crate::recipe::QDQ_LATENCY_REMARK)
+                {
+                    writeln!(f, "{}", crate::recipe::QDQ_LATENCY_REMARK)?;
+                }
             }
             if let (Some(x), Some(y)) = (&b.accuracy, &a.accuracy) {
                 writeln!(
