@@ -31,7 +31,7 @@ crate::pass_options! {
         /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]) for CPUs whose u8 x s8 dot products can overflow.
         reduce_range: bool = false,
         /// Weights with fewer elements stay float.
-        min_elements: u64 = 256,
+        min_elements: u64 = weight::DEFAULT_MIN_ELEMENTS,
         /// Op types whose weights are quantized (Conv, ConvTranspose, Gemm, MatMul; Gather for embeddings).
         ops: Vec<String> = vec!["Conv".into(), "ConvTranspose".into(), "Gemm".into(), "MatMul".into()],
         /// Node-name or weight-name patterns (`*`, `?`): when given, only weights read by a matching node.
@@ -129,6 +129,7 @@ impl Quantize {
                 ops,
                 include: o.include,
                 exclude: o.exclude,
+                bodies_only: false,
             },
         })
     }

@@ -37,6 +37,9 @@ use crate::ir::{
 };
 use crate::passes::{Outcome, PassContext, PassReport};
 
+/// Weights with fewer elements stay float by default (biases, norms: little to save, much to lose).
+pub const DEFAULT_MIN_ELEMENTS: u64 = 256;
+
 /// The op types weight-only quantization knows the weight slot and channel axis of.
 pub const KNOWN_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"];
 
@@ -53,6 +56,9 @@ pub struct WeightConfig {
     pub include: Vec<String>,
     /// Node-name patterns: weights read by a matching node stay float.
     pub exclude: Vec<String>,
+    /// Only weights read by nodes inside `If` / `Loop` / `Scan` bodies (static mode's complement: it quantizes
+    /// the main graph's activations and weights itself).
+    pub bodies_only: bool,
 }
 
 /// `*` matches any run of characters, `?` one character; everything else matches itself.
@@ -202,7 +208,9 @@ fn collect(
             outer_names.insert(site.path.clone(), site.scope.outer_names());
         }
         for (_, node) in g.nodes() {
-            let chosen = node.op.is_default_domain() && cfg.ops.contains(&node.op.op_type);
+            let chosen = node.op.is_default_domain()
+                && cfg.ops.contains(&node.op.op_type)
+                && !(cfg.bodies_only && site.path.is_root());
             for (slot, v) in node.inputs.iter().enumerate() {
                 let Some(v) = *v else { continue };
                 let w = site.scope.weight(v);

@@ -1092,14 +1092,14 @@ pub fn quantize_static(
     if opts.equalize {
         cle::equalize(&mut model.graph, &mut report)?;
     }
-    for (id, n) in model.graph.nodes() {
+    for (_, n) in model.graph.nodes() {
         if n.has_subgraphs() {
             report.remark(
                 if n.name().is_empty() { format!("<{}>", n.op.op_type) } else { n.name().to_string() },
                 Outcome::Skipped,
-                "body activations are not calibrated (weight-only quantization reaches its weights)",
+                "body activations stay float (the calibrator runs the main graph); the weights its bodies read \
+                 become int8 weight-only",
             );
-            let _ = id;
         }
     }
     let sites = select(&model.graph, opts, per_channel, &mut report)?;
@@ -1283,7 +1283,48 @@ pub fn quantize_static(
     report.stat("weight_bytes_before", built.bytes_before);
     report.stat("weight_bytes_after", built.bytes_after);
     report.stat("calibration_tensors", wanted.len() as u64);
+    quantize_body_weights(model, cx, opts, per_channel, &mut report)?;
     Ok(report)
+}
+
+/// Weights read inside `If` / `Loop` / `Scan` bodies: their activations are not calibrated, but no weight stays
+/// float because of where it is read: they become symmetric int8 (static mode's weight form) read through a
+/// DequantizeLinear, by the weight-only pass restricted to bodies. Its stats are reported as `body_*`.
+fn quantize_body_weights(
+    model: &mut Model,
+    cx: &mut PassContext,
+    opts: &StaticQdqOptions,
+    per_channel: bool,
+    report: &mut PassReport,
+) -> Result<()> {
+    if !model.graph.nodes().any(|(_, n)| n.has_subgraphs()) {
+        return Ok(());
+    }
+    let cfg = crate::passes::quantize::weight::WeightConfig {
+        qtype: crate::passes::quantize::params::QType::Int8,
+        symmetric: true,
+        per_channel,
+        reduce_range: false,
+        min_elements: crate::passes::quantize::weight::DEFAULT_MIN_ELEMENTS,
+        ops: opts
+            .ops
+            .iter()
+            .filter(|o| crate::passes::quantize::weight::KNOWN_OPS.contains(&o.as_str()))
+            .cloned()
+            .collect(),
+        include: opts.include.clone(),
+        exclude: opts.exclude.clone(),
+        bodies_only: true,
+    };
+    let mut body = PassReport::new(PASS);
+    crate::passes::quantize::weight::run(model, &cfg, cx, &mut body)?;
+    report.changed |= body.changed;
+    report.changes.extend(body.changes);
+    for (k, n) in body.stats {
+        report.stat(&format!("body_{k}"), n);
+    }
+    report.remarks.extend(body.remarks);
+    Ok(())
 }
 
 /// Rank the sites by the output cosine of quantising each alone, then keep the most sensitive float until the
