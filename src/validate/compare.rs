@@ -80,7 +80,10 @@ fn shared_intermediates(
             let Some(cv) = cg.value_by_name(name) else {
                 continue;
             };
-            if matches!(cg.value(cv).def, ValueDef::Node(..)) && !cg.is_output(cv) {
+            if matches!(cg.value(cv).def, ValueDef::Node(..))
+                && !cg.is_output(cv)
+                && readers_through_qdq(rg, *v) == readers_through_qdq(cg, cv)
+            {
                 out.push((name.to_string(), node.op.display()));
             }
         }
@@ -89,6 +92,29 @@ fn shared_intermediates(
             break;
         }
     }
+    out
+}
+
+/// The nodes that read `v` (op type and name, sorted), looking through QuantizeLinear -> DequantizeLinear pairs.
+/// A name is the same tensor in both models only when the same nodes read it: after fold-batchnorm the Conv's
+/// output keeps its name but now carries the normalised values the BatchNormalization's readers read, so the
+/// original's `conv_out` (read by the BatchNormalization) and the candidate's (read by the Relu) are different
+/// tensors, and comparing them would put the drift where there is none.
+fn readers_through_qdq(g: &crate::ir::Graph, v: crate::ir::ValueId) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![(v, 0u8)];
+    while let Some((v, depth)) = todo.pop() {
+        for id in g.consumers(v) {
+            let Some(n) = g.node(id) else { continue };
+            let qdq = n.op.is("QuantizeLinear") || n.op.is("DequantizeLinear");
+            if qdq && depth < 4 {
+                todo.extend(n.outputs.iter().flatten().map(|o| (*o, depth + 1)));
+            } else {
+                out.push((n.op.op_type.clone(), n.name().to_string()));
+            }
+        }
+    }
+    out.sort();
     out
 }
 
