@@ -402,8 +402,8 @@ fn store_sparse(
         Ok(false)
     };
     if !w.path.0.is_empty() {
-        // ONNX allows sparse_initializer in subgraphs too, but the ONNX Runtime load path that densifies them
-        // is only exercised here for the main graph; a body weight stays dense rather than untested.
+        // a Constant with sparse_value is legal in a body too, but ONNX Runtime's densifying of it is only
+        // exercised here for the main graph: a body weight stays dense rather than untested
         return keep(
             report,
             "sparse storage is done for main-graph weights only (this one lives in a subgraph)"
