@@ -721,3 +721,314 @@ fn magnitude_in_subgraphs_and_deterministic() {
     assert_eq!(bytes[0], bytes[1], "two runs differ");
     common::check_files(&files);
 }
+
+/// Magnitude pruning with `sparse_storage` on a builder fixture (Conv / Gemm / MatMul initializers and a MatMul
+/// weight in a `Constant` node) and on a real CNN: every weight at or below the density is written sparse (a
+/// `Constant` with `sparse_value`), the file shrinks by exactly what the sparse forms save up to protobuf
+/// framing, both files pass onnx.checker full_check and load in ONNX Runtime, ONNX Runtime computes exactly the
+/// same outputs from the sparse file as from the dense pruned one (it densifies at load: same numbers, same
+/// kernels), our loader reads the sparse weights back equal to the dense ones, and validate (tract, which cannot
+/// load sparse tensors: densified for its run with a remark) passes with zero drift.
+#[test]
+fn sparse_storage_shrinks_the_file_and_computes_the_same() {
+    use onnx_rewrite::ir::{ConstantForm, WeightStorage};
+    let dir = common::tempdir();
+    // fixture 2: a MatMul whose weight is a Constant node, after one with an initializer
+    let constant = {
+        let mut b = GraphBuilder::new("k");
+        let x = b.input("x", DataType::FLOAT, &["1", "4", "64"]);
+        let w1 = init(&mut b, "k_w1", vec![64, 64], 201);
+        let h = nn(&mut b, "k_fc1", "MatMul", &[x, w1], vec![]);
+        let r = b.node("Relu", &[h], vec![], 1)[0];
+        let kw = b.named_node(
+            "k_w2",
+            OpKey::onnx("Constant"),
+            &[],
+            &["k_w2_out"],
+            vec![Attribute::tensor(
+                "value",
+                Tensor::from_f32("", vec![64, 64], &common::vals(64 * 64, 202)),
+            )],
+        )[0];
+        let y = nn(&mut b, "k_fc2", "MatMul", &[r, kw], vec![]);
+        b.output(y, DataType::FLOAT, &["1", "4", "64"]);
+        model(b.build(), 13)
+    };
+    let real = common::real_models()
+        .into_iter()
+        .find(|(m, _)| m.name == "ppocr_mobile_v2_cls")
+        .map(|(_, p)| io::load(&p).unwrap());
+    let mut cases: Vec<(&str, Model, Vec<(&str, i64)>, i64)> =
+        vec![("cnn", cnn(), vec![], 1), ("constant", constant, vec![], 1)];
+    if let Some(r) = real {
+        cases.push(("ppocr_mobile_v2_cls", r, vec![], 48));
+    }
+    for (name, m0, dims, default_dim) in cases {
+        let opts = |sparse: bool| PruneOptions {
+            sparsity: 0.9,
+            sparse_storage: sparse,
+            sparse_density: 0.25,
+            ..Default::default()
+        };
+        let mut dense = m0.clone();
+        let od = prune(&mut dense, opts(false));
+        let mut sparse = m0.clone();
+        let os = prune(&mut sparse, opts(true));
+        assert_eq!(od.layers.len(), os.layers.len(), "{name}");
+        // expected saving: each weight stored sparse drops numel*4 bytes of raw data for nnz*(4+8)
+        let mut saving: i64 = 0;
+        let mut stored = 0;
+        for l in &os.layers {
+            let nnz = (l.numel - l.zeros_after) as i64;
+            let should = nnz * 12 < l.numel as i64 * 4 && (nnz as f64) <= 0.25 * l.numel as f64;
+            assert_eq!(l.stored_sparse, should, "{name}: {l:?}");
+            if l.stored_sparse {
+                saving += l.numel as i64 * 4 - nnz * 12;
+                stored += 1;
+            }
+        }
+        assert!(stored > 0, "{name}: nothing stored sparse");
+        let pd = common::save(&dense, dir.path(), &format!("{name}_dense"));
+        let ps = common::save(&sparse, dir.path(), &format!("{name}_sparse"));
+        let (sd, ss) = (
+            std::fs::metadata(&pd).unwrap().len() as i64,
+            std::fs::metadata(&ps).unwrap().len() as i64,
+        );
+        // protobuf framing: per weight, the new Constant node (its name `<w>/prune_<k>`, output name, op type,
+        // attribute name and tags, < 64 bytes besides the two names) and a few tags and varint lengths
+        let framing: i64 = os
+            .layers
+            .iter()
+            .filter(|l| l.stored_sparse)
+            .map(|l| 64 + 2 * l.weight.len() as i64 + 16)
+            .sum();
+        assert!(
+            ((sd - ss) - saving).abs() <= framing,
+            "{name}: dense {sd} B, sparse {ss} B, expected saving {saving} B"
+        );
+        eprintln!(
+            "{name}: {stored} weights sparse at 90% sparsity, file {sd} -> {ss} bytes ({:.1}%)",
+            100.0 * ss as f64 / sd as f64
+        );
+        common::check_files(&[pd.clone(), ps.clone()]);
+        let dim_args: Vec<String> = dims
+            .iter()
+            .flat_map(|(k, v)| ["--dim".to_string(), format!("{k}={v}")])
+            .collect();
+        let dim_args: Vec<&str> = dim_args.iter().map(|s| s.as_str()).collect();
+        let outs = common::ort_outputs(&pd, &ps, &dim_args);
+        for (o, v) in outs.as_object().unwrap() {
+            assert_eq!(v["max_abs"].as_f64(), Some(0.0), "{name} {o}: {v}");
+        }
+        // our loader reads the sparse forms; every weight equals the dense pruned one
+        let back = io::load(&ps).unwrap();
+        back.verify().unwrap();
+        let mut sparse_seen = 0;
+        for l in &os.layers {
+            let wd = weight(&dense, &l.node, 1);
+            let (_, node) = back
+                .graph
+                .nodes()
+                .find(|(_, n)| n.name() == l.node)
+                .unwrap();
+            let v = node.input(1).unwrap();
+            let w = back.graph.weight(v).unwrap();
+            if l.stored_sparse {
+                sparse_seen += 1;
+                assert!(
+                    matches!(
+                        w.storage,
+                        WeightStorage::Constant {
+                            form: ConstantForm::SparseValue,
+                            ..
+                        }
+                    ),
+                    "{name}: {l:?}"
+                );
+            }
+            let ws = back.graph.read_weight(&w).unwrap();
+            assert_eq!(ws.dims, wd.dims);
+            assert_eq!(
+                ws.to_f64_vec().unwrap(),
+                wd.to_f64_vec().unwrap(),
+                "{name}: {}",
+                l.weight
+            );
+        }
+        assert_eq!(sparse_seen, stored);
+        // validate through tract: the sparse weights are densified for the run (remark), zero drift
+        let o = vopts(&dims, default_dim);
+        let r = validate::compare(&dense, &back, &o).unwrap();
+        assert!(r.passed(), "{name}: {r}");
+        let text = r.to_string();
+        assert!(text.contains("densified"), "{name}: {text}");
+        tract_agree(&dense, &back, &o).unwrap();
+    }
+}
+
+/// Channels followed through Pad (spatial pads: constant 0 and reflect, opset 13 input form) and Transpose
+/// (NCHW -> NHWC into a MatMul reading the channels on the last axis); a Pad on the channel axis and a Pad
+/// with a non-zero constant freeze their groups, naming the node. Oracle: the removed model computes what the
+/// zeroed one does (tract and ONNX Runtime, REL_TOL), the pruned channels are exactly zero, both files pass
+/// the checker.
+#[test]
+fn channel_pruning_through_pad_and_transpose() {
+    let mut b = GraphBuilder::new("pt");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 301);
+    let r1 = b.node("Relu", &[c1], vec![], 1)[0];
+    let pads = b.initializer(Tensor::from_i64(
+        "pads_hw",
+        vec![8],
+        &[0, 0, 1, 1, 0, 0, 1, 1],
+    ));
+    let p1 = nn(&mut b, "pad_zero", "Pad", &[r1, pads], vec![]);
+    let c2 = conv(&mut b, p1, "c2", 12, 16, 3, 1, 302);
+    let p2 = nn(
+        &mut b,
+        "pad_reflect",
+        "Pad",
+        &[c2, pads],
+        vec![Attribute::string("mode", "reflect")],
+    );
+    let c3 = conv(&mut b, p2, "c3", 8, 12, 1, 1, 303);
+    let t = nn(
+        &mut b,
+        "to_nhwc",
+        "Transpose",
+        &[c3],
+        vec![Attribute::ints("perm", vec![0, 2, 3, 1])],
+    );
+    let w = init(&mut b, "head_w", vec![8, 5], 304);
+    let h = nn(&mut b, "head", "MatMul", &[t, w], vec![]);
+    // a second branch whose groups must freeze: Pad on the channel axis, Pad with value 1
+    let c4 = conv(&mut b, x, "c4", 6, 3, 1, 1, 305);
+    let cpads = b.initializer(Tensor::from_i64(
+        "pads_c",
+        vec![8],
+        &[0, 1, 0, 0, 0, 1, 0, 0],
+    ));
+    let p4 = nn(&mut b, "pad_channels", "Pad", &[c4, cpads], vec![]);
+    let c5 = conv(&mut b, x, "c5", 6, 3, 1, 1, 306);
+    let one = b.initializer(Tensor::from_f32("one", vec![], &[1.0]));
+    let p5 = nn(&mut b, "pad_one", "Pad", &[c5, pads, one], vec![]);
+    b.output(h, DataType::FLOAT, &["1", "12", "12", "5"]);
+    b.output(p4, DataType::FLOAT, &["1", "8", "8", "8"]);
+    b.output(p5, DataType::FLOAT, &["1", "6", "10", "10"]);
+    let m0 = model(b.build(), 13);
+    let mut z = m0.clone();
+    let oz = prune(&mut z, channel(0.3, "zero"));
+    let mut r = m0.clone();
+    let or = prune(&mut r, channel(0.3, "remove"));
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let group = |p: &str| {
+        plan.groups
+            .iter()
+            .find(|g| g.producers.contains(&p.to_string()))
+            .unwrap()
+    };
+    for p in ["c1", "c2", "c3"] {
+        let g = group(p);
+        assert!(g.frozen.is_none() && !g.pruned.is_empty(), "{p}: {g:?}");
+    }
+    for (p, node) in [("c4", "pad_channels"), ("c5", "pad_one")] {
+        let g = group(p);
+        assert!(
+            g.frozen.as_deref().is_some_and(|f| f.contains(node)),
+            "{p}: {g:?}"
+        );
+    }
+    assert!(assert_pruned_zero(&z, &oz) > 0);
+    tract_agree(&z, &r, &vopts(&[], 1)).unwrap();
+    assert!(
+        tract_agree(&m0, &z, &vopts(&[], 1)).is_err(),
+        "pruning changed nothing"
+    );
+    let dir = common::tempdir();
+    let pz = common::save(&z, dir.path(), "pt_zero");
+    let pr = common::save(&r, dir.path(), "pt_remove");
+    ort_agree(&pz, &pr, &[]).unwrap();
+    common::check_files(&[pz, pr]);
+}
+
+/// A flatten spelled with Shape (`Reshape(x, Concat(Slice(Shape(x), 0, 1), [-1]))`, as Paddle and PyTorch
+/// export it) into a MatMul: the channels pass (the batch dim is all the Shape gives away), the MatMul's rows
+/// are sliced. A Gather of the channel dim of a Shape freezes that group, naming the Gather. Same oracle as
+/// above.
+#[test]
+fn channel_pruning_through_a_shape_driven_flatten() {
+    let mut b = GraphBuilder::new("sf");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 401);
+    let r1 = b.node("Relu", &[c1], vec![], 1)[0];
+    let gp = b.node("GlobalAveragePool", &[r1], vec![], 1)[0];
+    let sh = nn(&mut b, "shape", "Shape", &[gp], vec![]);
+    let i64c =
+        |b: &mut GraphBuilder, n: &str, v: i64| b.initializer(Tensor::from_i64(n, vec![1], &[v]));
+    let (s0, s1, minus1) = (
+        i64c(&mut b, "s0", 0),
+        i64c(&mut b, "s1", 1),
+        i64c(&mut b, "m1", -1),
+    );
+    let batch = nn(&mut b, "batch", "Slice", &[sh, s0, s1, s0], vec![]);
+    let target = nn(
+        &mut b,
+        "target",
+        "Concat",
+        &[batch, minus1],
+        vec![Attribute::int("axis", 0)],
+    );
+    let fl = nn(&mut b, "flatten", "Reshape", &[gp, target], vec![]);
+    let w = init(&mut b, "fc_w", vec![16, 10], 402);
+    let y = nn(&mut b, "fc", "MatMul", &[fl, w], vec![]);
+    // freezes: the channel count read from a Shape
+    let c2 = conv(&mut b, x, "c2", 6, 3, 1, 1, 403);
+    let sh2 = nn(&mut b, "shape2", "Shape", &[c2], vec![]);
+    let cidx = b.initializer(Tensor::from_i64("cidx", vec![], &[1]));
+    let cc = nn(&mut b, "channel_count", "Gather", &[sh2, cidx], vec![]);
+    let ccf = nn(
+        &mut b,
+        "cc_float",
+        "Cast",
+        &[cc],
+        vec![Attribute::int("to", 1)],
+    );
+    let scaled = nn(&mut b, "scaled", "Mul", &[c2, ccf], vec![]);
+    let w3 = init(&mut b, "c3_w", vec![4, 6, 1, 1], 404);
+    let c3 = nn(&mut b, "c3", "Conv", &[scaled, w3], vec![]);
+    b.output(y, DataType::FLOAT, &["1", "10"]);
+    b.output(c3, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let mut z = m0.clone();
+    let oz = prune(&mut z, channel(0.3, "zero"));
+    let mut r = m0.clone();
+    let or = prune(&mut r, channel(0.3, "remove"));
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let group = |p: &str| {
+        plan.groups
+            .iter()
+            .find(|g| g.producers.contains(&p.to_string()))
+            .unwrap()
+    };
+    let g1 = group("c1");
+    assert!(g1.frozen.is_none() && !g1.pruned.is_empty(), "{g1:?}");
+    assert_eq!(weight(&r, "fc", 1).dims, [16 - g1.pruned.len() as i64, 10]);
+    let g2 = group("c2");
+    assert!(
+        g2.frozen
+            .as_deref()
+            .is_some_and(|f| f.contains("channel_count")),
+        "{g2:?}"
+    );
+    assert!(assert_pruned_zero(&z, &oz) > 0);
+    tract_agree(&z, &r, &vopts(&[], 1)).unwrap();
+    assert!(
+        tract_agree(&m0, &z, &vopts(&[], 1)).is_err(),
+        "pruning changed nothing"
+    );
+    let dir = common::tempdir();
+    let pz = common::save(&z, dir.path(), "sf_zero");
+    let pr = common::save(&r, dir.path(), "sf_remove");
+    ort_agree(&pz, &pr, &[]).unwrap();
+    common::check_files(&[pz, pr]);
+}

@@ -32,6 +32,12 @@ pub struct PruneArgs {
     /// nm: block length along the reduction dimension.
     #[arg(long, default_value_t = 4)]
     pub m: u32,
+    /// magnitude / nm: store pruned weights of density <= --sparse-density as ONNX sparse initializers.
+    #[arg(long)]
+    pub sparse_storage: bool,
+    /// magnitude / nm: the density (non-zeros / elements) at or below which --sparse-storage stores a weight sparse.
+    #[arg(long, default_value_t = 0.3)]
+    pub sparse_density: f64,
     /// channel: fraction of channels to drop per group (of all with --global).
     #[arg(long, default_value_t = 0.3)]
     pub ratio: f64,
@@ -78,6 +84,8 @@ pub fn run(a: PruneArgs) -> Result<i32> {
         threshold: a.threshold,
         n: a.n,
         m: a.m,
+        sparse_storage: a.sparse_storage,
+        sparse_density: a.sparse_density,
         ratio: a.ratio,
         global: a.global,
         importance: a.importance,

@@ -93,6 +93,12 @@ impl Attribute {
             ..Self::typed(name, AttrType::Tensor)
         }
     }
+    pub fn sparse_tensor(name: &str, s: SparseTensor) -> Attribute {
+        Attribute {
+            sparse_tensor: Some(s),
+            ..Self::typed(name, AttrType::SparseTensor)
+        }
+    }
     pub fn graph(name: &str, g: Graph) -> Attribute {
         Attribute {
             g: Some(Box::new(g)),

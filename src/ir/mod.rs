@@ -22,7 +22,7 @@ pub use graph::{Graph, GraphIo, TensorAnnotation};
 pub use ids::{NodeId, ValueId};
 pub use model::{Function, Model, OpsetId};
 pub use node::{Node, OpKey};
-pub use rewrite::{Change, ChangeLog, IoSide, NewNode, Patch, ValRef};
+pub use rewrite::{Change, ChangeLog, IoSide, NewNode, Patch, SparseForm, ValRef};
 pub use scope::ScopeChain;
 pub use tensor::{DataType, SparseTensor, Tensor, TensorData};
 pub use value::{

@@ -17,7 +17,7 @@ use crate::ir::ids::{NodeId, ValueId};
 use crate::ir::names::NameAuthority;
 use crate::ir::node::{Node, OpKey};
 use crate::ir::order::stable_topo;
-use crate::ir::tensor::Tensor;
+use crate::ir::tensor::{SparseTensor, Tensor};
 use crate::ir::value::{TypeInfo, Use, UseSlot, ValueDef, ValueInfo};
 use crate::ir::weight::{constant_attr, ConstantForm, WeightRef, WeightStorage};
 use crate::ir::GraphIo;
@@ -65,9 +65,22 @@ enum Edit {
     Reorder(Vec<NodeId>),
     RefreshCaptures(NodeId),
     ReplaceWeight(WeightRef, Tensor),
+    StoreSparse(WeightRef, SparseTensor, SparseForm, String),
     RemoveWeight(WeightRef),
     SetValueInfo(ValRef, Option<TypeInfo>),
     SetIoType(IoSide, usize, Option<TypeInfo>),
+}
+
+/// Where `Patch::store_sparse` puts a dense initializer's sparse form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SparseForm {
+    /// `GraphProto.sparse_initializer`. ONNX Runtime loads it, but onnx.checker's full_check types it as
+    /// `sparse_tensor(T)`, which ordinary op inputs refuse.
+    Initializer,
+    /// A `Constant` node with `sparse_value` (opset >= 11): dense-typed for the checker, densified by ONNX Runtime
+    /// at load.
+    Constant,
 }
 
 /// A graph input or output.
@@ -130,6 +143,10 @@ pub enum Change {
         name: String,
     },
     InitializerRemoved {
+        name: String,
+    },
+    /// A weight now stored sparse (a sparse initializer, or a `Constant` node's `sparse_value`).
+    StoredSparse {
         name: String,
     },
     OutputSet {
@@ -231,6 +248,27 @@ impl Patch {
     /// a dense initializer of the same name.
     pub fn replace_weight(&mut self, w: &WeightRef, tensor: Tensor) {
         self.edits.push(Edit::ReplaceWeight(w.clone(), tensor));
+    }
+
+    /// Store a weight in sparse form (the patch is for `graph`, the one at `w.path`; `sparse` as
+    /// `weight::sparsify` makes it, densifying to the weight's content): an initializer becomes, by `form`, a
+    /// sparse initializer of the same name (`GraphProto.sparse_initializer`, its `values` named after the weight)
+    /// or a new `Constant` node `<w>/<pass>_<k>` with `sparse_value` defining the same value; a sparse
+    /// initializer gets the new content; a `Constant` node gets `sparse_value` in place of its value attribute.
+    /// `apply` fails on a stale reference or when the sparse tensor lacks values or indices.
+    pub fn store_sparse(
+        &mut self,
+        graph: &Graph,
+        w: &WeightRef,
+        sparse: SparseTensor,
+        form: SparseForm,
+    ) {
+        let node_name = match (w.storage, form) {
+            (WeightStorage::Initializer, SparseForm::Constant) => self.fresh_name(graph, &w.name),
+            _ => String::new(),
+        };
+        self.edits
+            .push(Edit::StoreSparse(w.clone(), sparse, form, node_name));
     }
 
     /// Remove a weight (initializer, sparse initializer or `Constant` node) whose last use goes away in this
@@ -658,6 +696,57 @@ impl Graph {
                             });
                         }
                     }
+                }
+                Edit::StoreSparse(w, mut sp, form, node_name) => {
+                    self.check_weight(&w).map_err(&err)?;
+                    let Some(values) = sp.values.as_mut() else {
+                        return Err(err(format!("sparse form of '{}' has no values", w.name)));
+                    };
+                    if sp.indices.is_none() {
+                        return Err(err(format!("sparse form of '{}' has no indices", w.name)));
+                    }
+                    values.name = Some(w.name.clone());
+                    match w.storage {
+                        WeightStorage::Initializer if form == SparseForm::Initializer => {
+                            self.initializers.retain(|i| *i != w.value);
+                            let value = self.value_mut(w.value);
+                            value.init = None;
+                            value.def = ValueDef::SparseInitializer;
+                            self.sparse_initializers.push(sp);
+                        }
+                        WeightStorage::Initializer => {
+                            self.initializers.retain(|i| *i != w.value);
+                            let value = self.value_mut(w.value);
+                            value.init = None;
+                            value.def = ValueDef::None;
+                            let mut node = Node::new(node_name.clone(), OpKey::onnx("Constant"));
+                            node.outputs = vec![Some(w.value)];
+                            node.attrs = vec![Attribute::sparse_tensor("sparse_value", sp)];
+                            let id = self.push_node(node);
+                            self.order.pop(); // placed with the other new nodes
+                            added.push(id);
+                            log.changes.push(Change::NodeAdded {
+                                node: node_name,
+                                op: "Constant".into(),
+                            });
+                        }
+                        WeightStorage::SparseInitializer => {
+                            let slot = self
+                                .sparse_initializers
+                                .iter_mut()
+                                .find(|s| {
+                                    s.values.as_ref().and_then(|v| v.name.as_deref())
+                                        == Some(w.name.as_str())
+                                })
+                                .expect("checked");
+                            *slot = sp;
+                        }
+                        WeightStorage::Constant { node, .. } => {
+                            let n = self.node_mut(node).expect("checked");
+                            n.attrs = vec![Attribute::sparse_tensor("sparse_value", sp)];
+                        }
+                    }
+                    log.changes.push(Change::StoredSparse { name: w.name });
                 }
                 Edit::RemoveWeight(w) => {
                     self.check_weight(&w).map_err(&err)?;
@@ -1287,5 +1376,100 @@ mod tests {
         g.apply(p).unwrap();
         g.verify().unwrap();
         assert!(g.uses(r).iter().any(|u| u.slot == UseSlot::Capture));
+    }
+
+    #[test]
+    fn store_sparse_turns_an_initializer_and_a_constant_sparse_and_reads_back_dense() {
+        use crate::ir::weight::sparsify;
+        use crate::ir::{ConstantForm, OpKey};
+        let w_vals = [0.0f32, 1.5, 0.0, 0.0, -2.0, -0.0];
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["2", "3"]);
+        let w = b.initializer(Tensor::from_f32("w", vec![2, 3], &w_vals));
+        let v = b.initializer(Tensor::from_f32("v", vec![2, 3], &w_vals));
+        let k = b.named_node(
+            "k",
+            OpKey::onnx("Constant"),
+            &[],
+            &["kc"],
+            vec![Attribute::tensor(
+                "value",
+                Tensor::from_f32("", vec![2, 3], &w_vals),
+            )],
+        )[0];
+        let a = b.node("Add", &[x, w], vec![], 1)[0];
+        let m = b.node("Mul", &[a, k], vec![], 1)[0];
+        let y = b.node("Sub", &[m, v], vec![], 1)[0];
+        b.output(y, DataType::FLOAT, &["2", "3"]);
+        let mut g = b.build();
+        let (wr, kr, vr) = (
+            g.weight(w).unwrap(),
+            g.weight(k).unwrap(),
+            g.weight(v).unwrap(),
+        );
+        let dense = g.read_weight(&wr).unwrap().into_owned();
+        let sp = sparsify(&dense, "w").unwrap();
+        // linear int64 indices of the non-zeros only (-0.0 counts as zero), values kept f32
+        assert_eq!(sp.indices.as_ref().unwrap().to_i64_vec().unwrap(), [1, 4]);
+        assert_eq!(
+            sp.values.as_ref().unwrap().to_f32_vec().unwrap(),
+            [1.5, -2.0]
+        );
+        let mut p = Patch::new("t");
+        p.store_sparse(&g, &wr, sp.clone(), SparseForm::Initializer);
+        p.store_sparse(&g, &kr, sp.clone(), SparseForm::Constant);
+        p.store_sparse(&g, &vr, sp, SparseForm::Constant);
+        let log = g.apply(p).unwrap();
+        g.verify().unwrap();
+        assert_eq!(
+            log.changes,
+            [
+                Change::StoredSparse { name: "w".into() },
+                Change::StoredSparse { name: "kc".into() },
+                Change::NodeAdded {
+                    node: "v/t_0".into(),
+                    op: "Constant".into()
+                },
+                Change::StoredSparse { name: "v".into() },
+            ]
+        );
+        assert_eq!(g.initializers().count(), 0);
+        assert_eq!(g.sparse_initializers.len(), 1);
+        assert_eq!(
+            g.weight(w).unwrap().storage,
+            WeightStorage::SparseInitializer
+        );
+        let zeroed: Vec<f32> = w_vals.iter().map(|v| v + 0.0).collect();
+        for val in [k, v] {
+            let r = g.weight(val).unwrap();
+            assert!(
+                matches!(
+                    r.storage,
+                    WeightStorage::Constant {
+                        form: ConstantForm::SparseValue,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
+            assert_eq!(g.read_weight(&r).unwrap().to_f32_vec().unwrap(), zeroed);
+        }
+        let r = g.weight(w).unwrap();
+        assert_eq!(g.read_weight(&r).unwrap().to_f32_vec().unwrap(), zeroed);
+        // the new Constant comes before its reader
+        let order: Vec<&str> = g.nodes().map(|(_, n)| n.name()).collect();
+        let at = |n: &str| order.iter().position(|x| *x == n).unwrap();
+        let (_, sub) = g.producer(y).unwrap();
+        assert!(at("v/t_0") < at(sub.name()), "{order:?}");
+        // a stale reference (the weight is no longer a dense initializer) is refused
+        let mut p = Patch::new("t");
+        p.store_sparse(
+            &g,
+            &wr,
+            sparsify(&dense, "w").unwrap(),
+            SparseForm::Initializer,
+        );
+        let e = g.apply(p).unwrap_err().to_string();
+        assert!(e.contains("no longer stored"), "{e}");
     }
 }

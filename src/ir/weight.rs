@@ -347,6 +347,56 @@ pub fn densify(s: &SparseTensor, name: &str) -> Result<Tensor> {
     ))
 }
 
+/// The sparse form of a dense tensor, as ONNX Runtime loads it: `values` of the same dtype and `[NNZ]`, and
+/// `indices` int64 `[NNZ]` linear indices (the ONNX spec's format (b); format (a), `[NNZ, rank]`
+/// coordinates, takes `rank` times the bytes), ascending and unique. An element is left out when its value is
+/// zero (`-0.0` too: the sparse default densifies to `+0.0`, which no product or sum tells apart except by the
+/// sign of an exact zero). `values` is named `name` (ONNX names a sparse initializer by its `values`); `indices` is unnamed.
+/// Only float and integer dtypes of whole bytes are accepted.
+pub fn sparsify(t: &Tensor, name: &str) -> Result<SparseTensor> {
+    let dt = t.dtype();
+    let bad = |why: String| Error::invalid(format!("tensor '{name}'"), why);
+    let elem = match dt.bits() {
+        Some(b) if b % 8 == 0 && dt != DataType::STRING && dt != DataType::BOOL => (b / 8) as usize,
+        _ => {
+            return Err(bad(format!(
+                "{} tensors cannot be stored sparse",
+                dt.name()
+            )))
+        }
+    };
+    let raw = t.raw_bytes()?;
+    let numel = t.numel()? as usize;
+    if raw.len() != numel * elem {
+        return Err(bad("data length does not match the shape".into()));
+    }
+    let zero: Vec<bool> = if dt.is_float() {
+        t.to_f64_vec()?.iter().map(|v| *v == 0.0).collect()
+    } else {
+        raw.chunks(elem)
+            .map(|c| c.iter().all(|b| *b == 0))
+            .collect()
+    };
+    let mut values = Vec::new();
+    let mut indices: Vec<u8> = Vec::new();
+    let mut nnz = 0i64;
+    for (k, z) in zero.iter().enumerate() {
+        if !z {
+            values.extend_from_slice(&raw[k * elem..(k + 1) * elem]);
+            indices.extend_from_slice(&(k as i64).to_le_bytes());
+            nnz += 1;
+        }
+    }
+    Ok(SparseTensor {
+        values: Some(Tensor::from_raw(name, dt, vec![nnz], Bytes::from(values))),
+        indices: Some(Tensor {
+            name: None,
+            ..Tensor::from_raw("", DataType::INT64, vec![nnz], Bytes::from(indices))
+        }),
+        dims: t.dims.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,9 @@
 
 use crate::error::{Error, Result};
 use crate::ir::tensor::ParamLayout;
-use crate::ir::{AttrList, Attribute, DataType, Graph, Model, Patch, Tensor, ValueId};
+use crate::ir::{
+    AttrList, Attribute, ConstantForm, DataType, Graph, Model, Patch, Tensor, ValueId,
+};
 
 fn is_4bit(dt: DataType) -> bool {
     matches!(dt, DataType::INT4 | DataType::UINT4)
@@ -98,23 +100,83 @@ fn explicit_constant_of_shape(model: &mut Model) -> Result<usize> {
     Ok(count)
 }
 
+/// Does any graph hold a sparse initializer or a `Constant` with `sparse_value`?
+fn has_sparse(model: &Model) -> bool {
+    let mut any = false;
+    model.walk(&mut |g| {
+        any |= !g.sparse_initializers.is_empty()
+            || g.nodes()
+                .any(|(_, n)| ConstantForm::of(n) == Some(ConstantForm::SparseValue));
+    });
+    any
+}
+
+/// tract 0.23.9 reads neither `GraphProto.sparse_initializer` nor `Constant.sparse_value` (`prune
+/// sparse_storage` writes both): make them dense for the tract run; the values are exactly the ones ONNX
+/// Runtime densifies at load. Returns how many.
+fn densify_sparse(model: &mut Model) -> Result<usize> {
+    let mut count = 0;
+    model.walk_mut(&mut |g| {
+        let mut ws = Vec::new();
+        for (_, n) in g.nodes() {
+            if ConstantForm::of(n) == Some(ConstantForm::SparseValue) {
+                if let Some(w) = n.output(0).and_then(|v| g.weight(v)) {
+                    ws.push(w);
+                }
+            }
+        }
+        for s in &g.sparse_initializers {
+            if let Some(w) = s
+                .values
+                .as_ref()
+                .and_then(|v| v.name.as_deref())
+                .and_then(|n| g.value_by_name(n))
+                .and_then(|v| g.weight(v))
+            {
+                ws.push(w);
+            }
+        }
+        if ws.is_empty() {
+            return Ok(());
+        }
+        let mut p = Patch::new("validate-tract-compat");
+        for w in &ws {
+            p.replace_weight(w, g.read_weight(w)?.into_owned());
+        }
+        count += ws.len();
+        g.apply(p).map(|_| ())
+    })?;
+    Ok(count)
+}
+
 /// Fold what tract cannot load; returns the (possibly) rewritten model and one remark per fold.
 pub fn fold_unsupported(model: &Model) -> Result<(Model, Vec<String>)> {
     let mut owned = None;
+    let mut remarks = Vec::new();
+    let sparse = has_sparse(model);
     if model
         .graph
         .nodes()
         .any(|(_, n)| n.op.is("ConstantOfShape") && n.attr("value").is_none())
         || model.graph.subgraphs().next().is_some()
+        || sparse
     {
         let mut m = model.clone();
-        if explicit_constant_of_shape(&mut m)? > 0 {
+        let cos = explicit_constant_of_shape(&mut m)?;
+        let dens = if sparse { densify_sparse(&mut m)? } else { 0 };
+        if dens > 0 {
+            remarks.push(format!(
+                "densified {dens} sparse weight(s) (sparse initializers / Constant sparse_value) for the tract \
+                 run: tract 0.23.9 cannot load sparse tensors; the dense values are exactly those ONNX Runtime \
+                 makes at load"
+            ));
+        }
+        if cos + dens > 0 {
             owned = Some(m);
         }
     }
     let model = owned.as_ref().unwrap_or(model);
     let g = &model.graph;
-    let mut remarks = Vec::new();
     let mut folds: Vec<(ValueId, Tensor, String)> = Vec::new(); // (DQ output, folded tensor, DQ node)
     let mut feeders: Vec<ValueId> = Vec::new();
     for (_, node) in g.nodes() {

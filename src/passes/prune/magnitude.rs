@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ir::tensor::DataType;
-use crate::ir::{AttrList, GraphRoot, Model, Patch, Tensor, WeightRef};
+use crate::ir::{AttrList, GraphRoot, Model, Patch, SparseForm, Tensor, WeightRef};
 use crate::passes::{Outcome, PassReport};
 
 use super::{Method, Prune, PASS};
@@ -26,6 +26,8 @@ pub struct LayerSparsity {
     pub zeros_after: u64,
     /// zeros_after / numel.
     pub sparsity: f64,
+    /// Written as a sparse initializer / `sparse_value` (`sparse_storage`).
+    pub stored_sparse: bool,
 }
 
 /// How an op reads its weight along the reduction dimension: element `(o, r, i)` sits at
@@ -316,9 +318,15 @@ pub(super) fn run(
             } else {
                 after as f64 / numel as f64
             },
+            stored_sparse: false,
         });
         report.stat("weights_pruned", after - before[k]);
         if after == before[k] {
+            if p.sparse_storage {
+                let last = out.len() - 1;
+                out[last].stored_sparse =
+                    store_sparse(p, model, &t.w, &t.node, &t.tensor, after, report)?;
+            }
             continue;
         }
         let mut nt = Tensor::from_f64_as(
@@ -335,8 +343,23 @@ pub(super) fn run(
         nt.doc_string = t.tensor.doc_string.clone();
         nt.metadata_props = t.tensor.metadata_props.clone();
         let mut patch = Patch::new(PASS);
-        patch.replace_weight(&t.w, nt);
+        patch.replace_weight(&t.w, nt.clone());
         report.record(model.graph.apply_at(&t.w.path, patch)?);
+        if p.sparse_storage {
+            // the dense replacement may have changed the storage (a sparse initializer became dense): look again
+            let w = model
+                .graph
+                .subgraph_at(&t.w.path)
+                .and_then(|g| g.weight(t.w.value))
+                .map(|w| WeightRef {
+                    path: t.w.path.clone(),
+                    ..w
+                });
+            if let Some(w) = w {
+                let last = out.len() - 1;
+                out[last].stored_sparse = store_sparse(p, model, &w, &t.node, &nt, after, report)?;
+            }
+        }
         report.remark(
             t.node,
             Outcome::Applied,
@@ -350,4 +373,92 @@ pub(super) fn run(
         );
     }
     Ok(out)
+}
+
+/// Store pruned weight `w` (content `dense`, `zeros` of its elements zero) sparse when `sparse_storage` allows
+/// it; a remark says why not otherwise. Returns whether it was stored sparse.
+fn store_sparse(
+    p: &Prune,
+    model: &mut Model,
+    w: &WeightRef,
+    node: &str,
+    dense: &Tensor,
+    zeros: u64,
+    report: &mut PassReport,
+) -> Result<bool> {
+    let numel = dense.numel()?;
+    let nnz = numel - zeros;
+    let density = if numel == 0 {
+        1.0
+    } else {
+        nnz as f64 / numel as f64
+    };
+    let keep = |report: &mut PassReport, why: String| -> Result<bool> {
+        report.remark(
+            node.to_string(),
+            Outcome::Skipped,
+            format!("weight '{}' kept dense: {why}", w.name),
+        );
+        Ok(false)
+    };
+    if !w.path.0.is_empty() {
+        // a Constant with sparse_value is legal in a body too, but ONNX Runtime's densifying of it is only
+        // exercised here for the main graph: a body weight stays dense rather than untested
+        return keep(
+            report,
+            "sparse storage is done for main-graph weights only (this one lives in a subgraph)"
+                .into(),
+        );
+    }
+    if density > p.sparse_density {
+        return keep(
+            report,
+            format!(
+                "density {density:.3} is above sparse_density={}",
+                p.sparse_density
+            ),
+        );
+    }
+    let elem = dense.dtype().bits().unwrap_or(0) / 8;
+    // sparse: nnz values of the weight's dtype + nnz int64 linear indices; dense: every element
+    if elem == 0 || nnz * (elem + 8) >= numel * elem {
+        return keep(
+            report,
+            format!(
+                "its sparse form ({nnz} values + {nnz} int64 indices) would not be smaller than the dense one"
+            ),
+        );
+    }
+    // Constant's `sparse_value` exists since opset 11
+    if model.opset("").is_some_and(|v| v < 11) {
+        return keep(
+            report,
+            "Constant's sparse_value needs opset 11 or later".into(),
+        );
+    }
+    let sp = crate::ir::weight::sparsify(dense, &w.name)?;
+    // an initializer becomes a `Constant` with `sparse_value`, not a sparse initializer: onnx.checker's
+    // full_check types sparse initializers as sparse_tensor(T), which Conv / MatMul inputs refuse
+    let g = model
+        .graph
+        .subgraph_at(&w.path)
+        .ok_or_else(|| Error::Pass {
+            pass: PASS.into(),
+            msg: format!("weight '{}': its graph is gone", w.name),
+        })?;
+    let mut patch = Patch::new(PASS);
+    patch.store_sparse(g, w, sp, SparseForm::Constant);
+    report.record(model.graph.apply_at(&w.path, patch)?);
+    report.stat("weights_stored_sparse", 1);
+    report.remark(
+        node.to_string(),
+        Outcome::Applied,
+        format!(
+            "weight '{}' stored sparse: {nnz} of {numel} non-zero, {} -> {} bytes",
+            w.name,
+            numel * elem,
+            nnz * (elem + 8)
+        ),
+    );
+    Ok(true)
 }

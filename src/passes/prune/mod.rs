@@ -5,6 +5,13 @@
 //!   threshold over every layer (`scope=global`) or below an absolute `threshold`.
 //! - `method=nm`: in every block of `m` consecutive weights along the reduction dimension (input channels x
 //!   kernel for Conv, K for MatMul/Gemm as the op reads it, `transB` honoured) at most `n` stay non-zero.
+//! - `sparse_storage` (magnitude / nm): a pruned weight of the main graph whose density is at most
+//!   `sparse_density` and whose sparse form is smaller is written sparse: a `Constant` node with `sparse_value`
+//!   (an initializer becomes one), which ONNX Runtime densifies at load. Not a `GraphProto.sparse_initializer`:
+//!   ONNX Runtime loads those too, but onnx.checker's full_check types them as `sparse_tensor(T)` and every
+//!   Conv / MatMul reading one fails its shape inference. Indices are int64 linear `[NNZ]` (the `[NNZ, rank]`
+//!   form costs `rank` times more), values keep the weight's dtype, so a float32 weight costs 12 bytes per
+//!   non-zero against 4 per element dense: the file shrinks for densities below 1/3 (float16: 1/5).
 //! - `method=channel`: channel dependency groups (`channel::analysis`), a plan of plain data
 //!   (`channel::plan`), then `mode=zero` (shapes kept, pruned channels exactly zero) or `mode=remove`
 //!   (weights, biases, norm parameters, consumers' input channels and shape arguments sliced).
@@ -43,6 +50,10 @@ crate::pass_options! {
         m: u32 = 4,
         /// magnitude / nm: op types whose constant weights are pruned.
         ops: Vec<String> = vec!["Conv".into(), "ConvTranspose".into(), "Gemm".into(), "MatMul".into()],
+        /// magnitude / nm: store pruned main-graph weights sparse (`Constant` nodes with `sparse_value`).
+        sparse_storage: bool = false,
+        /// magnitude / nm: with `sparse_storage`, only weights whose density (non-zeros / elements) is at most this.
+        sparse_density: f64 = 0.3,
         /// channel: fraction of the channels of each group to drop (with `global`, of all prunable channels).
         ratio: f64 = 0.3,
         /// channel: rank channels of all groups together (importance normalised by each group's mean).
@@ -98,6 +109,8 @@ pub struct Prune {
     pub n: usize,
     pub m: usize,
     pub ops: Vec<String>,
+    pub sparse_storage: bool,
+    pub sparse_density: f64,
     pub ratio: f64,
     pub importance: Importance,
     pub mode: ChannelMode,
@@ -139,6 +152,18 @@ impl Prune {
         if o.m == 0 || o.n == 0 || o.n > o.m {
             return Err(usage(format!("n={} m={}: need 1 <= n <= m", o.n, o.m)));
         }
+        if !(0.0..=1.0).contains(&o.sparse_density) || o.sparse_density.is_nan() {
+            return Err(usage(format!(
+                "sparse_density={} is outside [0, 1]",
+                o.sparse_density
+            )));
+        }
+        if o.sparse_storage && method == Method::Channel {
+            return Err(usage(
+                "sparse_storage applies to method=magnitude or nm (channel pruning removes channels instead)"
+                    .into(),
+            ));
+        }
         if !(0.0..1.0).contains(&o.ratio) || o.ratio.is_nan() {
             return Err(usage(format!("ratio={} is outside [0, 1)", o.ratio)));
         }
@@ -171,6 +196,8 @@ impl Prune {
             n: o.n as usize,
             m: o.m as usize,
             ops: o.ops,
+            sparse_storage: o.sparse_storage,
+            sparse_density: o.sparse_density,
             ratio: o.ratio,
             importance,
             mode,

@@ -256,6 +256,17 @@ struct Walker<'a> {
     opset: i64,
     a: Analysis,
     lay: HashMap<ValueId, Layout>,
+    /// `Shape(x)` outputs of channel values: x and its layout. Reading only other dims of it is free; reading the
+    /// channel count freezes the groups (the count changes when channels go).
+    shapes: HashMap<ValueId, (ValueId, Layout)>,
+}
+
+/// An element of a shape tensor computed from `Shape` (for a Reshape's shape argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShapeEl {
+    Const(i64),
+    /// Dim `axis` of value `of`.
+    Dim(ValueId, usize),
 }
 
 impl<'a> Walker<'a> {
@@ -386,6 +397,20 @@ impl<'a> Walker<'a> {
         let any = ins.iter().any(|l| l.is_some());
         let dflt = node.op.is_default_domain();
         let not_understood = |why: &str| format!("node '{name}' ({op}) {why}");
+        // readers of Shape(channel value): only picking other dims leaves the channel count unread
+        for (slot, v) in node.inputs.iter().enumerate() {
+            let Some((_, l)) = v.and_then(|v| self.shapes.get(&v).cloned()) else {
+                continue;
+            };
+            if !(slot == 0 && dflt && self.picks_other_dims(node, &l)?) {
+                self.a.freeze(
+                    &l,
+                    &not_understood(
+                        "reads the channel count of a Shape (or reads the shape whole)",
+                    ),
+                );
+            }
+        }
 
         if any && (!dflt || node.has_subgraphs()) {
             self.freeze_all(
@@ -755,6 +780,95 @@ impl<'a> Walker<'a> {
                 });
             }
             "Flatten" | "Reshape" | "Squeeze" => self.reshape(id, node, l0)?,
+            "Shape"
+                if x_only_layout(&ins)
+                    && l0.rank.is_some()
+                    && node.attr("start").is_none()
+                    && node.attr("end").is_none() =>
+            {
+                if let (Some(out), Some(x)) = (node.output(0), node.input(0)) {
+                    self.shapes.insert(out, (x, l0));
+                }
+            }
+            "Transpose" if x_only_layout(&ins) => {
+                // the channel axis moves to where the permutation puts it; its segments and block go along
+                let Some(rank) = l0.rank else {
+                    self.freeze_all(node, not_understood("transposes channels of unknown rank"));
+                    return Ok(());
+                };
+                let perm: Vec<i64> = node
+                    .get_ints("perm")?
+                    .unwrap_or_else(|| (0..rank as i64).rev().collect());
+                let ch = (rank - l0.from_end) as i64;
+                let mut sorted = perm.clone();
+                sorted.sort();
+                let Some(j) = perm
+                    .iter()
+                    .position(|&a| a == ch)
+                    .filter(|_| sorted == (0..rank as i64).collect::<Vec<_>>())
+                else {
+                    self.freeze_all(
+                        node,
+                        not_understood("has a perm that is not a permutation of its rank"),
+                    );
+                    return Ok(());
+                };
+                self.set(
+                    node.output(0),
+                    Layout {
+                        from_end: rank - j,
+                        ..l0
+                    },
+                );
+            }
+            "Pad" if x_only_layout(&ins) => {
+                // pads on other axes keep channels; a pruned (zero) channel stays zero when padded with 0
+                // (constant mode) or with its own values (reflect / edge / wrap)
+                let Some(rank) = l0.rank else {
+                    self.freeze_all(node, not_understood("pads channels of unknown rank"));
+                    return Ok(());
+                };
+                let (pads, value) = if self.opset >= 11 {
+                    let pads = self.cst(node.input(1)).and_then(|t| t.to_i64_vec().ok());
+                    let value = match node.input(2) {
+                        None => Some(0.0),
+                        Some(v) => self
+                            .cst(Some(v))
+                            .and_then(|t| t.to_f64_vec().ok())
+                            .and_then(|v| {
+                                if v.is_empty() {
+                                    Some(0.0)
+                                } else {
+                                    v.first().copied()
+                                }
+                            }),
+                    };
+                    (pads, value)
+                } else {
+                    let pads = node.get_ints("pads")?;
+                    let value = node.get_float("value")?.map(f64::from).or(Some(0.0));
+                    (pads, value)
+                };
+                let mode = node
+                    .get_string("mode")?
+                    .unwrap_or_else(|| "constant".into());
+                let ch = rank - l0.from_end;
+                let ok = node.input(3).is_none()
+                    && pads
+                        .as_ref()
+                        .is_some_and(|p| p.len() == 2 * rank && p[ch] == 0 && p[rank + ch] == 0)
+                    && (mode != "constant" || value == Some(0.0));
+                if !ok {
+                    self.freeze_all(
+                        node,
+                        not_understood(
+                            "pads the channel axis, pads with a non-zero value, or has pads / axes that are not constants",
+                        ),
+                    );
+                    return Ok(());
+                }
+                self.set(node.output(0), l0);
+            }
             "Slice"
                 if self.opset >= 10
                     && ins[0].is_some()
@@ -865,6 +979,97 @@ impl<'a> Walker<'a> {
             layout: l.clone(),
         });
         true
+    }
+
+    /// The constant 1-D int64 arguments of a Gather (axis 0) or Slice (axis 0, step 1, opset >= 10) on a shape
+    /// vector of `len` entries: the positions it picks. None for anything else.
+    fn shape_pick(&self, node: &Node, len: usize) -> Result<Option<Vec<usize>>> {
+        let ints = |s: usize| {
+            node.input(s)
+                .and_then(|v| self.cst(Some(v)))
+                .and_then(|t| t.to_i64_vec().ok())
+        };
+        let norm = |i: i64| {
+            let i = if i < 0 { i + len as i64 } else { i };
+            usize::try_from(i).ok().filter(|&i| i < len)
+        };
+        if node.op.is("Gather") && node.get_int("axis")?.unwrap_or(0) == 0 {
+            return Ok(ints(1).and_then(|ix| ix.into_iter().map(norm).collect()));
+        }
+        if node.op.is("Slice") && self.opset >= 10 {
+            let (Some(st), Some(en)) = (ints(1), ints(2)) else {
+                return Ok(None);
+            };
+            let axes_ok = node.input(3).is_none() || ints(3).is_some_and(|a| a == [0]);
+            let steps_ok = node.input(4).is_none() || ints(4).is_some_and(|a| a == [1]);
+            if st.len() != 1 || en.len() != 1 || !axes_ok || !steps_ok {
+                return Ok(None);
+            }
+            let n = len as i64;
+            let clamp = |v: i64| if v < 0 { (v + n).clamp(0, n) } else { v.min(n) };
+            let (a, b) = (clamp(st[0]), clamp(en[0]));
+            return Ok(Some((a.max(0) as usize..b.max(a) as usize).collect()));
+        }
+        Ok(None)
+    }
+
+    /// Does `node` (reading a `Shape` of a channel value of layout `l` at input 0) pick only other dims?
+    fn picks_other_dims(&self, node: &Node, l: &Layout) -> Result<bool> {
+        let Some(rank) = l.rank else { return Ok(false) };
+        let ch = rank - l.from_end;
+        Ok(self
+            .shape_pick(node, rank)?
+            .is_some_and(|p| !p.contains(&ch)))
+    }
+
+    /// The elements of a computed shape argument: constants, Concat (axis 0), Cast, Unsqueeze / Squeeze of one
+    /// element, and Gather / Slice of `Shape(x)` (dims of x). None when not understood.
+    fn shape_elems(&self, v: ValueId, depth: usize) -> Option<Vec<ShapeEl>> {
+        if depth > 16 {
+            return None;
+        }
+        if let Some(t) = self.cst(Some(v)) {
+            return Some(
+                t.to_i64_vec()
+                    .ok()?
+                    .into_iter()
+                    .map(ShapeEl::Const)
+                    .collect(),
+            );
+        }
+        let (_, p) = self.g.producer(v)?;
+        if !p.op.is_default_domain() {
+            return None;
+        }
+        let op = p.op.op_type.as_str();
+        match op {
+            "Concat" if p.get_int("axis").ok()?.unwrap_or(0) == 0 => {
+                let mut out = Vec::new();
+                for i in p.inputs.iter() {
+                    out.extend(self.shape_elems((*i)?, depth + 1)?);
+                }
+                Some(out)
+            }
+            "Cast" | "Unsqueeze" | "Squeeze" => {
+                let e = self.shape_elems(p.input(0)?, depth + 1)?;
+                (op == "Cast" || e.len() == 1).then_some(e)
+            }
+            "Gather" | "Slice" => {
+                let src = p.input(0)?;
+                let (_, sp) = self.g.producer(src)?;
+                if !sp.op.is("Shape") || sp.attr("start").is_some() || sp.attr("end").is_some() {
+                    return None;
+                }
+                let x = sp.input(0)?;
+                let rank = match self.shapes.get(&src) {
+                    Some((_, l)) => l.rank?,
+                    None => declared_dims(self.g, x)?.len(),
+                };
+                let picks = self.shape_pick(p, rank).ok()??;
+                Some(picks.into_iter().map(|a| ShapeEl::Dim(x, a)).collect())
+            }
+            _ => None,
+        }
     }
 
     /// Slice with constant starts / ends / axes / steps: on another axis the layout passes; on the channel
@@ -1082,7 +1287,23 @@ impl<'a> Walker<'a> {
             );
             return Ok(());
         }
-        // Reshape to [N, F] (or [0 | -1 | N, -1 | F])
+        // Reshape to [N, F] (or [0 | -1 | N, -1 | F]); a computed [dim 0 of x, -1] (`Shape(x)[0:1]` concatenated
+        // with -1, as exporters flatten) is the same with nothing to edit
+        let computed = self.cst(node.input(1)).is_none()
+            && node.input(1).and_then(|s| self.shape_elems(s, 0))
+                == Some(vec![ShapeEl::Dim(x, 0), ShapeEl::Const(-1)]);
+        if computed && ch == 1 {
+            self.set(
+                node.output(0),
+                Layout {
+                    from_end: 1,
+                    rank: Some(2),
+                    block: l.block * after,
+                    segs: l.segs,
+                },
+            );
+            return Ok(());
+        }
         let shape = self.cst(node.input(1)).and_then(|t| t.to_i64_vec().ok());
         let f = (l.channels() * l.block * after) as i64;
         let Some(shape) = shape.filter(|s| {
@@ -1120,6 +1341,11 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// Only input 0 carries channels.
+fn x_only_layout(ins: &[Option<Layout>]) -> bool {
+    ins.first().is_some_and(|l| l.is_some()) && ins.iter().skip(1).all(|l| l.is_none())
+}
+
 /// Analyse the main graph `g` (ai.onnx opset `opset`).
 pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
     let mut w = Walker {
@@ -1127,6 +1353,7 @@ pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
         opset,
         a: Analysis::default(),
         lay: HashMap::new(),
+        shapes: HashMap::new(),
     };
     for (id, node) in g.nodes() {
         w.node(id, node)?;
@@ -1140,6 +1367,19 @@ pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
             w.a.freeze(l, &why);
         } else if g.uses(*v).iter().any(|u| u.slot == UseSlot::Capture) {
             let why = format!("value '{}' is read inside a subgraph", g.value_name(*v));
+            w.a.freeze(l, &why);
+        }
+    }
+    // a Shape of channels that leaves the graph or enters a subgraph reads the channel count
+    let mut shapes: Vec<(ValueId, Layout)> =
+        w.shapes.iter().map(|(v, (_, l))| (*v, l.clone())).collect();
+    shapes.sort_by_key(|(v, _)| *v);
+    for (v, l) in &shapes {
+        if g.is_output(*v) || g.uses(*v).iter().any(|u| u.slot == UseSlot::Capture) {
+            let why = format!(
+                "the shape '{}' of channels leaves the graph",
+                g.value_name(*v)
+            );
             w.a.freeze(l, &why);
         }
     }
