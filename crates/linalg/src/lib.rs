@@ -110,6 +110,28 @@ pub fn scaled_columns_t(a: MatRef<'_, f64>, r: usize, scale: &[f64]) -> Vec<f64>
     out
 }
 
+/// Add `sum_rows x x^T` to `gram` (K x K, row-major) for the rows of `values` (row-major, K per row) whose
+/// entries are all finite; returns how many rows were added. The rows are gathered in f64 and multiplied as
+/// one `X^T X` product (sequential, so the sums do not depend on the thread count).
+pub fn add_gram(gram: &mut [f64], k: usize, values: &[f32]) -> u64 {
+    assert_eq!(gram.len(), k * k, "gram of {k}x{k}");
+    if k == 0 {
+        return 0;
+    }
+    let rows: Vec<&[f32]> = values
+        .chunks_exact(k)
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .collect();
+    if rows.is_empty() {
+        return 0;
+    }
+    let x = Mat::from_fn(rows.len(), k, |i, j| f64::from(rows[i][j]));
+    let mut g = from_row_major(k, k, gram);
+    matmul(g.as_mut(), Accum::Add, x.transpose(), x.as_ref(), 1.0, Par::Seq);
+    gram.copy_from_slice(&to_row_major(g.as_ref()));
+    rows.len() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +150,14 @@ mod tests {
             assert!((x - y).abs() < 1e-12);
         }
         assert_eq!(singular_values(a.as_ref()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn gram_adds_finite_rows() {
+        let mut g = vec![1.0; 4];
+        let n = add_gram(&mut g, 2, &[1.0, 2.0, f32::NAN, 1.0, 3.0, -1.0]);
+        assert_eq!(n, 2);
+        // 1 + [1 2]^T [1 2] + [3 -1]^T [3 -1]
+        assert_eq!(g, vec![11.0, 0.0, 0.0, 6.0]);
     }
 }
