@@ -103,6 +103,7 @@ mats, off = [], 0
 for k, n in spec:
     mats.append(data[off:off + k * n].reshape(k, n).astype(np.float64)); off += k * n
 del data
+np.linalg.svd(mats[0][:64, :64], full_matrices=False)  # warm-up: BLAS thread start-up is not counted
 t = time.perf_counter()
 for m in mats:
     np.linalg.svd(m, full_matrices=False)
