@@ -126,7 +126,8 @@ pub fn allocate(
     }
     let m = multiple.max(1);
     // per layer: energy, prefix sums of s^2 (tail(r) = energy - prefix[r]), allowed range
-    let info: Vec<(f64, Vec<f64>, Option<(usize, usize)>)> = layers
+    type Info = (f64, Vec<f64>, Option<(usize, usize)>);
+    let info: Vec<Info> = layers
         .iter()
         .map(|l| {
             let mut prefix = Vec::with_capacity(l.s.len() + 1);

@@ -202,11 +202,14 @@ struct Plan {
     summary: String,
 }
 
+/// A layer input's whitening factor `L` and the number of rows it was estimated from.
+type Whitening = (Mat<f64>, u64);
+
 /// A candidate decomposed for the whole-model modes: the exact SVD (of `L^T W` when whitened) and the
 /// whitening factor with its row count.
 struct Prepared {
     d: svd::Decomp,
-    white: Option<(Mat<f64>, u64)>,
+    white: Option<Whitening>,
 }
 
 enum Phase<'m> {
@@ -424,7 +427,7 @@ impl LowRank {
         &self,
         c: &Candidate,
         gram: Option<&Gram>,
-    ) -> std::result::Result<(Mat<f64>, Option<(Mat<f64>, u64)>), String> {
+    ) -> std::result::Result<(Mat<f64>, Option<Whitening>), String> {
         let w = svd::matrix(c.m.k, c.m.n, &c.m.data);
         match gram {
             Some(g) => {
@@ -529,7 +532,7 @@ impl LowRank {
         &self,
         c: &Candidate,
         d: &svd::Decomp,
-        white: Option<&(Mat<f64>, u64)>,
+        white: Option<&Whitening>,
         r: usize,
         method: &str,
     ) -> std::result::Result<Plan, String> {
