@@ -127,7 +127,14 @@ pub fn add_gram(gram: &mut [f64], k: usize, values: &[f32]) -> u64 {
     }
     let x = Mat::from_fn(rows.len(), k, |i, j| f64::from(rows[i][j]));
     let mut g = from_row_major(k, k, gram);
-    matmul(g.as_mut(), Accum::Add, x.transpose(), x.as_ref(), 1.0, Par::Seq);
+    matmul(
+        g.as_mut(),
+        Accum::Add,
+        x.transpose(),
+        x.as_ref(),
+        1.0,
+        Par::Seq,
+    );
     gram.copy_from_slice(&to_row_major(g.as_ref()));
     rows.len() as u64
 }
