@@ -27,6 +27,17 @@ pub struct LowRankArgs {
     /// Largest relative Frobenius error per layer.
     #[arg(long)]
     max_error: Option<f64>,
+    /// Whole model: keep at most this fraction of the considered layers' weight parameters, ranks allocated
+    /// across layers by the smallest error per saved parameter.
+    #[arg(long)]
+    target_params: Option<f64>,
+    /// Whole model: the smallest model whose worst output cosine against the original (on the input
+    /// flags' samples) is at least this; exit 4 when no split meets it.
+    #[arg(long, value_name = "COSINE")]
+    drift_budget: Option<f64>,
+    /// --drift-budget: largest number of bisection steps (models measured besides the two ends).
+    #[arg(long, default_value_t = 6)]
+    search_steps: u64,
     /// Round ranks up to a multiple of this.
     #[arg(long, default_value_t = 1)]
     multiple: u64,
@@ -54,9 +65,11 @@ impl LowRankArgs {
             && self.ratio.is_none()
             && self.energy.is_none()
             && self.max_error.is_none()
+            && self.target_params.is_none()
+            && self.drift_budget.is_none()
         {
             return Err(Error::Usage(
-                "lowrank: give one of --rank, --ratio, --energy, --max-error".into(),
+                "lowrank: give one of --rank, --ratio, --energy, --max-error, --target-params, --drift-budget".into(),
             ));
         }
         Ok(LowRankOptions {
@@ -64,6 +77,9 @@ impl LowRankArgs {
             ratio: self.ratio,
             energy: self.energy,
             max_error: self.max_error,
+            target_params: self.target_params,
+            drift_budget: self.drift_budget,
+            search_steps: self.search_steps,
             multiple: self.multiple,
             min_saving: self.min_saving,
             ops: self.ops.clone(),
@@ -98,12 +114,19 @@ pub fn run(
         drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
         progress: Box::new(passes::StderrProgress::new()),
     };
-    let reports = passes::run_passes(
+    let reports = match passes::run_passes(
         &mut m,
         vec![Box::new(pass)],
         &PipelineOptions::default(),
         &mut cx,
-    )?;
+    ) {
+        Ok(r) => r,
+        Err(e) if crate::passes::lowrank::budget_unmet(&e) => {
+            eprintln!("error: {e}\n{} not written", output.display());
+            return Ok(4);
+        }
+        Err(e) => return Err(e),
+    };
     drop(cx);
     for r in &reports {
         print!("{r}");

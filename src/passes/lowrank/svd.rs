@@ -4,8 +4,8 @@
 //! Everything is f64 and single-threaded per matrix (`Par::Seq`): layers run in parallel one level up, and a
 //! matrix's result never depends on how many threads exist.
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
+use onnx_rewrite_linalg as la;
+use onnx_rewrite_linalg::faer::{Mat, MatRef};
 
 /// A (possibly partial) singular value decomposition `W ~ U diag(s) V^T` of a K x N matrix.
 #[derive(Clone, Debug)]
@@ -45,72 +45,40 @@ impl Decomp {
 
     /// The factors `P = U_r S_r^1/2` (K x r, row-major) and `Q = S_r^1/2 V_r^T` (r x N, row-major).
     pub fn factors(&self, r: usize) -> (Vec<f64>, Vec<f64>) {
-        let (k, n) = (self.u.nrows(), self.v.nrows());
         let root: Vec<f64> = self.s[..r].iter().map(|x| x.max(0.0).sqrt()).collect();
-        let mut p = vec![0.0; k * r];
-        for i in 0..k {
-            for j in 0..r {
-                p[i * r + j] = self.u[(i, j)] * root[j];
-            }
-        }
-        let mut q = vec![0.0; r * n];
-        for i in 0..r {
-            for j in 0..n {
-                q[i * n + j] = root[i] * self.v[(j, i)];
-            }
-        }
-        (p, q)
+        (
+            la::scaled_columns(self.u.as_ref(), r, &root),
+            la::scaled_columns_t(self.v.as_ref(), r, &root),
+        )
     }
 }
 
 /// A K x N matrix from row-major data.
 pub fn matrix(k: usize, n: usize, data: &[f64]) -> Mat<f64> {
-    Mat::from_fn(k, n, |i, j| data[i * n + j])
-}
-
-fn frob2(w: MatRef<'_, f64>) -> f64 {
-    let mut acc = 0.0;
-    for j in 0..w.ncols() {
-        for i in 0..w.nrows() {
-            acc += w[(i, j)] * w[(i, j)];
-        }
-    }
-    acc
-}
-
-fn product(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut out = Mat::<f64>::zeros(a.nrows(), b.ncols());
-    matmul(out.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
-    out
+    la::from_row_major(k, n, data)
 }
 
 /// Exact thin SVD. An error when it does not converge (non-finite weights).
 pub fn exact(w: MatRef<'_, f64>) -> Result<Decomp, String> {
-    if !w_is_finite(w) {
+    if !la::is_finite(w) {
         return Err("the weight has non-finite values".into());
     }
-    let svd = w
-        .thin_svd()
-        .map_err(|e| format!("SVD did not converge ({e:?})"))?;
-    let m = w.nrows().min(w.ncols());
-    let s: Vec<f64> = (0..m).map(|i| svd.S().column_vector()[i]).collect();
+    let (u, s, v) = la::thin_svd(w)?;
     Ok(Decomp {
-        u: svd.U().to_owned(),
+        u,
         s,
-        v: svd.V().to_owned(),
-        frob2: frob2(w),
+        v,
+        frob2: la::frob2(w),
         complete: true,
     })
 }
 
 /// Singular values only (cheaper than `exact`), to check a randomized decomposition against.
 pub fn singular_values(w: MatRef<'_, f64>) -> Result<Vec<f64>, String> {
-    w.singular_values()
-        .map_err(|e| format!("SVD did not converge ({e:?})"))
-}
-
-fn w_is_finite(w: MatRef<'_, f64>) -> bool {
-    (0..w.ncols()).all(|j| (0..w.nrows()).all(|i| w[(i, j)].is_finite()))
+    if !la::is_finite(w) {
+        return Err("the weight has non-finite values".into());
+    }
+    la::singular_values(w)
 }
 
 /// splitmix64: a small seeded generator; the same seed gives the same stream on every machine.
@@ -137,10 +105,6 @@ impl SplitMix {
     }
 }
 
-fn orthonormal(y: MatRef<'_, f64>) -> Mat<f64> {
-    y.qr().compute_thin_Q()
-}
-
 /// Randomized SVD (Halko, Martinsson, Tropp 2011): a Gaussian test matrix of `rank + oversample` columns, `power`
 /// subspace iterations with re-orthonormalisation, then the exact SVD of the small projected matrix.
 pub fn randomized(
@@ -150,29 +114,25 @@ pub fn randomized(
     power: usize,
     seed: u64,
 ) -> Result<Decomp, String> {
-    if !w_is_finite(w) {
+    if !la::is_finite(w) {
         return Err("the weight has non-finite values".into());
     }
     let (k, n) = (w.nrows(), w.ncols());
     let l = (rank + oversample).min(k.min(n));
     let mut rng = SplitMix(seed);
     let omega = Mat::from_fn(n, l, |_, _| rng.gauss());
-    let mut q = orthonormal(product(w, omega.as_ref()).as_ref());
+    let mut q = la::thin_q(la::product(w, omega.as_ref()).as_ref());
     for _ in 0..power {
-        let z = orthonormal(product(w.transpose(), q.as_ref()).as_ref());
-        q = orthonormal(product(w, z.as_ref()).as_ref());
+        let z = la::thin_q(la::product(w.transpose(), q.as_ref()).as_ref());
+        q = la::thin_q(la::product(w, z.as_ref()).as_ref());
     }
-    let b = product(q.transpose(), w); // l x N
-    let svd = b
-        .thin_svd()
-        .map_err(|e| format!("SVD did not converge ({e:?})"))?;
-    let m = b.nrows().min(b.ncols());
-    let s: Vec<f64> = (0..m).map(|i| svd.S().column_vector()[i]).collect();
+    let b = la::product(q.transpose(), w); // l x N
+    let (bu, s, v) = la::thin_svd(b.as_ref())?;
     Ok(Decomp {
-        u: product(q.as_ref(), svd.U()),
+        u: la::product(q.as_ref(), bu.as_ref()),
         s,
-        v: svd.V().to_owned(),
-        frob2: frob2(w),
+        v,
+        frob2: la::frob2(w),
         complete: false,
     })
 }
@@ -188,33 +148,24 @@ pub fn whitening(gram: &[f64], k: usize, count: u64, damping: f64) -> Result<Mat
     let c = count as f64;
     let mean_diag = (0..k).map(|i| gram[i * k + i]).sum::<f64>() / k as f64 / c;
     let eps = damping * mean_diag.max(f64::MIN_POSITIVE);
-    let cov = Mat::from_fn(k, k, |i, j| {
-        gram[i * k + j] / c + if i == j { eps } else { 0.0 }
-    });
-    let llt = cov
-        .llt(faer::Side::Lower)
-        .map_err(|e| format!("the input covariance is not positive definite ({e:?})"))?;
-    Ok(llt.L().to_owned())
+    let mut cov: Vec<f64> = gram.iter().map(|g| g / c).collect();
+    for i in 0..k {
+        cov[i * k + i] += eps;
+    }
+    la::cholesky_lower(la::from_row_major(k, k, &cov).as_ref())
+        .map_err(|e| format!("the input covariance is {e}"))
 }
 
 /// `L^T W` (K x N).
 pub fn whiten(l: MatRef<'_, f64>, w: MatRef<'_, f64>) -> Mat<f64> {
-    product(l.transpose(), w)
+    la::product(l.transpose(), w)
 }
 
 /// Map a factor `P'` (K x r, row-major) of `L^T W ~ P' Q` back to `P = L^{-T} P'`, so that `W ~ P Q`.
 pub fn unwhiten(l: MatRef<'_, f64>, p: &mut [f64], k: usize, r: usize) {
     let mut pm = matrix(k, r, p);
-    faer::linalg::triangular_solve::solve_upper_triangular_in_place(
-        l.transpose(),
-        pm.as_mut(),
-        Par::Seq,
-    );
-    for i in 0..k {
-        for j in 0..r {
-            p[i * r + j] = pm[(i, j)];
-        }
-    }
+    la::solve_upper_in_place(l.transpose(), pm.as_mut());
+    p.copy_from_slice(&la::to_row_major(pm.as_ref()));
 }
 
 /// Relative error of the optimal rank-`r` truncation from the exact singular values.
