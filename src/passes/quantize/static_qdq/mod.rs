@@ -1098,7 +1098,7 @@ pub fn quantize_static(
                 if n.name().is_empty() { format!("<{}>", n.op.op_type) } else { n.name().to_string() },
                 Outcome::Skipped,
                 "body activations stay float (the calibrator runs the main graph); the weights its bodies read \
-                 become int8 weight-only",
+                 become int8 weight-only (asymmetric per channel)",
             );
         }
     }
@@ -1288,8 +1288,9 @@ pub fn quantize_static(
 }
 
 /// Weights read inside `If` / `Loop` / `Scan` bodies: their activations are not calibrated, but no weight stays
-/// float because of where it is read: they become symmetric int8 (static mode's weight form) read through a
-/// DequantizeLinear, by the weight-only pass restricted to bodies. Its stats are reported as `body_*`.
+/// float because of where it is read: they become int8 read through a DequantizeLinear, by the weight-only
+/// pass restricted to bodies, in its own (more accurate) asymmetric per-channel form: with float activations
+/// around them no integer kernel needs the symmetric one. Its stats are reported as `body_*`.
 fn quantize_body_weights(
     model: &mut Model,
     cx: &mut PassContext,
@@ -1302,7 +1303,7 @@ fn quantize_body_weights(
     }
     let cfg = crate::passes::quantize::weight::WeightConfig {
         qtype: crate::passes::quantize::params::QType::Int8,
-        symmetric: true,
+        symmetric: false,
         per_channel,
         reduce_range: false,
         min_elements: crate::passes::quantize::weight::DEFAULT_MIN_ELEMENTS,
