@@ -19,10 +19,13 @@ def target_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    """The debug `onnx-rewrite` binary (built here if `cargo test` has not built it yet)."""
+    """The CLI: $ONNX_REWRITE_CLI, else the debug binary `cargo test` built (built here when missing)."""
     exe = os.environ.get("ONNX_REWRITE_CLI")
     if exe:
         return exe
+    built = target_dir() / "debug" / "onnx-rewrite"
+    if built.exists():
+        return str(built)
     subprocess.run(
         ["cargo", "build", "--quiet", "--bin", "onnx-rewrite"], cwd=REPO, check=True
     )
