@@ -239,9 +239,9 @@ fn run_pass<'py>(
 }
 
 /// Compare two models through tract; returns (report JSON, passed).
-#[pyfunction]
+#[pyfunction(name = "validate")]
 #[pyo3(signature = (reference, candidate, samples))]
-fn validate<'py>(
+fn validate_models<'py>(
     py: Python<'py>,
     reference: &Bound<'py, PyAny>,
     candidate: &Bound<'py, PyAny>,
@@ -296,7 +296,7 @@ fn passes_json() -> PyResult<String> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(run_pass, m)?)?;
-    m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_models, m)?)?;
     m.add_function(wrap_pyfunction!(diff, m)?)?;
     m.add_function(wrap_pyfunction!(dump, m)?)?;
     m.add_function(wrap_pyfunction!(passes_json, m)?)?;

@@ -39,7 +39,7 @@ def cli_run(cli, *args, check=True):
 # run
 
 
-@pytest.mark.parametrize("fixture", ["mlp_matmul.onnx", "conv_bn_relu.onnx", "rich_metadata.onnx"])
+@pytest.mark.parametrize("fixture", ["mlp_matmul.onnx", "conv_bn_relu.onnx", "residual_concat.onnx"])
 def test_cleanup_recipe_round_trips_a_modelproto(fixture):
     src = onnx.load(str(FIXTURES / fixture))
     out = rw.run(src, EXAMPLES / "cleanup.toml", latency=0)
@@ -66,7 +66,7 @@ def test_recipe_as_path_text_and_dict():
     assert strip_stamp(as_text) == strip_stamp(as_dict)
     assert [n.op_type for n in as_text.graph.node].count("BatchNormalization") == 0
     assert rep["passes"][0]["pass"] == "fold-batchnorm"
-    assert rep["status"] == "passed"
+    assert rep["status"] == "ok"
     assert rep["output_sha256"] == hashlib.sha256(as_text.SerializeToString()).hexdigest()
 
 
@@ -116,7 +116,7 @@ def test_shortcut_is_byte_identical_to_the_cli(cli, model_cache, tmp_path):
         ("quantize static", lambda m: rw.quantize(m, mode="static", samples=2, default_dim=48)),
         ("prune magnitude", lambda m: rw.prune(m, sparsity=0.3)),
         ("prune channel", lambda m: rw.prune(m, method="channel", ratio=0.25, mode="remove")),
-        ("lowrank", lambda m: rw.lowrank(m, energy=0.99, min_saving=0.0)),
+        ("lowrank", lambda m: rw.lowrank(m, ratio=0.25, min_saving=0.0)),
     ],
 )
 def test_shortcuts_on_a_real_model(name, call, model_cache):
