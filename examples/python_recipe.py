@@ -73,13 +73,17 @@ def main(argv):
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return e.exit_code
 
+    def num(v):
+        # the report writes non-finite values as "inf" / "nan" (JSON has no such numbers); None: undefined
+        return float("nan") if v is None else float(v)
+
     print(f"{'pass':<20} {'time ms':>8} {'cosine':>9} {'sqnr_c dB':>9}  changes")
     for p in report["passes"]:
-        worst = min(p["drift"], key=lambda d: d["cosine"]) if p.get("drift") else {}
+        worst = min(p["drift"], key=lambda d: num(d["cosine"])) if p.get("drift") else {}
         changes = ", ".join(f"{k} {v}" for k, v in sorted(p["change_counts"].items()) if v) or "-"
         print(
-            f"{p['pass']:<20} {p['time_ms']:>8.1f} {worst.get('cosine', float('nan')):>9.6f} "
-            f"{worst.get('sqnr_centered_db', float('nan')):>9.1f}  {changes}"
+            f"{p['pass']:<20} {p['time_ms']:>8.1f} {num(worst.get('cosine')):>9.6f} "
+            f"{num(worst.get('sqnr_centered_db')):>9.1f}  {changes}"
         )
     before, after = report["before"], report["after"]
     print(f"file bytes {before['file']['total_bytes']} -> {after['file']['total_bytes']}")
