@@ -233,7 +233,7 @@ def test_usage_errors(cli, tmp_path):
     with pytest.raises(rw.UsageError):
         rw.run(model, {"pass": "dce"})
     # an input that does not fit the model (named like the CLI's, file written from the array)
-    with pytest.raises(rw.UsageError, match="holds float64"):
+    with pytest.raises(rw.UsageError, match="holds f64 but input .x. is f32"):
         rw.validate(model, model, inputs=np.zeros((1, 4)))
 
 
