@@ -209,6 +209,27 @@ pub fn load(path: &std::path::Path) -> Result<Recipe> {
     parse(&text, &path.display().to_string())
 }
 
+/// A recipe given as data with the TOML file's schema (`pass` list, `filter` table), e.g. a Python dict: written
+/// out as TOML and read by [`parse`], so it is checked, and its errors worded, exactly like a file's (`source`
+/// names it; lines are those of the TOML text).
+pub fn from_value(value: &serde_json::Value, source: &str) -> Result<Recipe> {
+    if !value.is_object() {
+        return Err(Error::Usage(format!(
+            "recipe {source}: expected a table (`{{\"pass\": [{{\"name\": ...}}]}}`), got {}",
+            match value {
+                serde_json::Value::Array(_) => "a list",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Null => "null",
+                _ => "a scalar",
+            }
+        )));
+    }
+    let bad = |e: &dyn std::fmt::Display| Error::Usage(format!("recipe {source}: {e}"));
+    let table = toml::Value::try_from(value).map_err(|e| bad(&e))?;
+    let text = toml::to_string(&table).map_err(|e| bad(&e))?;
+    parse(&text, source)
+}
+
 /// The keys written to the output's `metadata_props`.
 pub const META_INPUT: &str = "onnx_rewrite.input_sha256";
 pub const META_RECIPE: &str = "onnx_rewrite.recipe_sha256";

@@ -292,6 +292,36 @@ mod tests {
     }
 
     #[test]
+    fn recipe_as_data() {
+        let text = "[[pass]]\nname = \"upgrade-opset\"\noptions = { to = 13 }\nbudget = [\"cosine >= 0.99\"]\n";
+        let from_text = parse(text, "r.toml").unwrap();
+        let v = serde_json::json!({"pass": [{"name": "upgrade-opset", "options": {"to": 13}, "budget": ["cosine >= 0.99"]}]});
+        let from_data = crate::recipe::from_value(&v, "<dict>").unwrap();
+        assert_eq!(from_data.source, "<dict>");
+        // the same steps; only the lines differ (those of the generated TOML text)
+        let key = |r: &Recipe| -> Vec<(String, serde_json::Value, Vec<String>)> {
+            r.steps
+                .iter()
+                .map(|s| {
+                    let b = s.budget.iter().map(|b| b.text.clone()).collect();
+                    (s.name.clone(), s.options.clone(), b)
+                })
+                .collect()
+        };
+        assert_eq!(key(&from_data), key(&from_text));
+        // the same checks as a file: unknown pass, null values, not a table
+        let e =
+            crate::recipe::from_value(&serde_json::json!({"pass": [{"name": "nope"}]}), "<dict>");
+        assert!(
+            matches!(e, Err(Error::Usage(m)) if m.starts_with("recipe <dict> line ") && m.contains("nope"))
+        );
+        let e = crate::recipe::from_value(&serde_json::json!({"pass": [{"name": null}]}), "<dict>");
+        assert!(matches!(e, Err(Error::Usage(m)) if m.starts_with("recipe <dict>")));
+        let e = crate::recipe::from_value(&serde_json::json!([1]), "<dict>");
+        assert!(matches!(e, Err(Error::Usage(m)) if m.contains("got a list")));
+    }
+
+    #[test]
     fn lines_and_global_filters() {
         assert_eq!(line_of("a\nb\nc", 0), 1);
         assert_eq!(line_of("a\nb\nc", 2), 2);
