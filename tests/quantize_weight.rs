@@ -883,3 +883,123 @@ fn weights_read_from_if_branches() {
         assert!(tract_ok(&original, &m, &o, "ifw"));
     }
 }
+
+/// Streaming: an external-data model (three MatMul weights of 512 x 1024 f32 = 2 MiB each, biases, all in
+/// one data file) quantized by the CLI, whose weights are read in place from the data file and written
+/// through scratch files. The output keeps the quantized weights external (in its own packed data file, the
+/// input's is never written), passes onnx.checker and runs in ONNX Runtime, and every quantized tensor, scale
+/// and zero point is bit-identical to the in-memory path's (the same model loaded inline and quantized by
+/// the library), for the default per-channel asymmetric and for per-tensor symmetric.
+#[test]
+fn streams_external_data() {
+    use onnx_rewrite::io::{ExternalMode, SaveOptions};
+    let dir = common::tempdir();
+    let mut b = GraphBuilder::new("ext_mlp");
+    let (k, n) = (512i64, 1024i64);
+    let mut x = b.input("x", DataType::FLOAT, &["batch", &k.to_string()]);
+    for (l, (rows, cols)) in [(k, n), (n, n), (n, k)].into_iter().enumerate() {
+        let l = l as u64;
+        let w = b.initializer(
+            Tensor::from_vec(
+                format!("w{l}"),
+                vec![rows, cols],
+                common::vals((rows * cols) as usize, l + 1),
+            )
+            .unwrap(),
+        );
+        let bias = b.initializer(
+            Tensor::from_vec(
+                format!("b{l}"),
+                vec![cols],
+                common::vals(cols as usize, 50 + l),
+            )
+            .unwrap(),
+        );
+        let y = b.node("MatMul", &[x, w], vec![], 1)[0];
+        x = b.node("Add", &[y, bias], vec![], 1)[0];
+    }
+    b.output(x, DataType::FLOAT, &["batch", &k.to_string()]);
+    let src_dir = dir.path().join("in");
+    std::fs::create_dir_all(&src_dir).unwrap();
+    let src = src_dir.join("ext.onnx");
+    io::save(
+        &model(b.build(), 17),
+        &src,
+        &SaveOptions {
+            external: ExternalMode::Threshold {
+                min_bytes: 1024,
+                location: None,
+            },
+        },
+    )
+    .unwrap();
+    let input = io::load(&src).unwrap();
+    let ext_in = input
+        .graph
+        .initializers()
+        .filter(|(_, t)| t.is_external())
+        .count();
+    assert_eq!(ext_in, 6, "the generated model keeps every tensor external");
+    for (flags, spec) in [
+        (vec![], "quantize{min_elements=1}"),
+        (
+            vec!["--per-tensor", "--symmetric"],
+            "quantize{min_elements=1,per_channel=false,symmetric=true}",
+        ),
+    ] {
+        let out_dir = dir.path().join(format!("out{}", flags.len()));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = out_dir.join("q.onnx");
+        let mut args = vec![
+            "quantize",
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--min-elements",
+            "1",
+        ];
+        args.extend(flags.iter().copied());
+        let (code, stdout, stderr) = common::cli(&args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        // nothing but the model and its data file is left in the output folder (scratch files are unnamed)
+        let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ext.data", "q.onnx"], "{stderr}");
+        common::check_files(std::slice::from_ref(&out));
+        // the reference: the same model with every tensor inline, quantized in memory
+        let mut inline = io::load_bytes(io::to_bytes(&input).unwrap().into(), None).unwrap();
+        quantize(&mut inline, spec);
+        let streamed = io::load(&out).unwrap();
+        let mut compared = 0;
+        for (_, t) in inline.graph.initializers() {
+            let name = t.name();
+            let s = streamed
+                .graph
+                .initializers()
+                .find(|(_, s)| s.name() == name)
+                .unwrap_or_else(|| panic!("{name} missing from the streamed output"))
+                .1;
+            assert_eq!(s.dtype(), t.dtype(), "{name}");
+            assert_eq!(s.dims, t.dims, "{name}");
+            assert_eq!(
+                s.raw_bytes().unwrap(),
+                t.raw_bytes().unwrap(),
+                "{name} differs between the streamed and the in-memory path"
+            );
+            if name.ends_with("_quantized") {
+                assert!(
+                    s.is_external(),
+                    "{name}: a weight from external data stays external"
+                );
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 3, "three quantized weights");
+        assert_eq!(
+            streamed.graph.initializers().count(),
+            inline.graph.initializers().count()
+        );
+    }
+}

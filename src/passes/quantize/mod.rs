@@ -129,6 +129,7 @@ impl Quantize {
                 ops,
                 include: o.include,
                 exclude: o.exclude,
+                spill: None,
             },
         })
     }
