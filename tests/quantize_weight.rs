@@ -1003,3 +1003,81 @@ fn streams_external_data() {
         );
     }
 }
+
+/// The f32 kernel (`F32Quantizer`: in place, branch-free rounding, parallel past 2^20 elements) against the
+/// general path (`params_for_tensor` + `quantize_with`, per element through f64): tensors whose scale is
+/// exactly 1 (int8 symmetric with max |x| = 127; uint8 asymmetric over [-1, 254], zero point 1) so every
+/// half-integer value is a rounding tie; and tensors past one parallel work item, per tensor and per channel
+/// along and across the data, read whole and from a window that starts inside a run (as streaming does).
+#[test]
+fn f32_kernel_matches_general_path() {
+    use onnx_rewrite::passes::quantize::params::{
+        params_for_tensor, quantize_value, quantize_with, F32Quantizer, QType, QuantSpec,
+    };
+    let check = |w: &Tensor, spec: &QuantSpec, what: &str| -> Vec<u8> {
+        let fq = F32Quantizer::new(w, spec).unwrap();
+        let p = params_for_tensor(w, spec).unwrap();
+        assert_eq!(fq.params, p, "{what}");
+        let general = quantize_with("q", w, &p, spec.axis, spec.qtype.dtype(), spec.range())
+            .unwrap()
+            .raw_bytes()
+            .unwrap();
+        let fast = fq.quantize_all();
+        assert_eq!(&fast[..], &general[..], "{what}");
+        fast
+    };
+    // ties: -127, -126.5, ..., 127 with scale 1
+    let ties: Vec<f32> = (-254..=254).map(|i| i as f32 * 0.5).collect();
+    let w = Tensor::from_vec("t", vec![ties.len() as i64], ties.clone()).unwrap();
+    let spec = QuantSpec::per_tensor(QType::Int8, true);
+    let q = check(&w, &spec, "int8 ties");
+    let p = F32Quantizer::new(&w, &spec).unwrap().params[0];
+    assert_eq!(p.scale, 1.0);
+    for (x, b) in ties.iter().zip(&q) {
+        assert_eq!(
+            i32::from(*b as i8),
+            quantize_value(*x, p, spec.range()),
+            "{x}"
+        );
+        assert_eq!(
+            i32::from(*b as i8),
+            x.round_ties_even() as i32,
+            "{x}: half to even"
+        );
+    }
+    let ties_u: Vec<f32> = (-2..=508).map(|i| i as f32 * 0.5).collect();
+    let w = Tensor::from_vec("u", vec![ties_u.len() as i64], ties_u).unwrap();
+    let spec = QuantSpec::per_tensor(QType::Uint8, false);
+    check(&w, &spec, "uint8 ties");
+    let p = F32Quantizer::new(&w, &spec).unwrap().params[0];
+    assert_eq!((p.scale, p.zero_point), (1.0, 1));
+    // past one work item (2^20 elements)
+    let chunk = 1usize << 20;
+    let cols = chunk / 2 + 5;
+    let w = Tensor::from_vec("big", vec![3, cols as i64], common::vals(3 * cols, 5)).unwrap();
+    for axis in [None, Some(0), Some(1)] {
+        for (qtype, symmetric) in [(QType::Int8, true), (QType::Uint8, false)] {
+            let spec = QuantSpec {
+                axis,
+                ..QuantSpec::per_tensor(qtype, symmetric)
+            };
+            let all = check(&w, &spec, &format!("{axis:?} {qtype:?}"));
+            let fq = F32Quantizer::new(&w, &spec).unwrap();
+            let mut part = vec![0u8; 1000];
+            fq.quantize_into(chunk - 7, &mut part);
+            assert_eq!(&part[..], &all[chunk - 7..chunk + 993], "{axis:?} window");
+        }
+    }
+    // a non-finite value past the first work item is found and named
+    let mut bad = common::vals(chunk + 3, 9);
+    bad[chunk + 1] = f32::INFINITY;
+    let w = Tensor::from_vec("bad", vec![chunk as i64 + 3], bad).unwrap();
+    let e = F32Quantizer::new(&w, &QuantSpec::per_tensor(QType::Int8, true))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains(&format!("element {}", chunk + 1))
+            && e.to_string().contains("'bad'"),
+        "{e}"
+    );
+}
