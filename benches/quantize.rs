@@ -23,7 +23,7 @@
 //! pages), it prints the peak *anonymous* RSS of our CLI: `RssAnon` of /proc/<pid>/status, sampled every
 //! 2 ms while it runs. ONNX Runtime's quantizer is not run on it: it loads the whole model into memory.
 //! The size is reduced (and said) when the disk has less than twice the model plus a quarter of it plus
-//! 15 GB free.
+//! 15 GB free (`--keep-free GB` to change the 15).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -136,6 +136,8 @@ fn generate_big(dir: &Path, layers: usize) -> Result<PathBuf> {
             length: *len,
             file: file.clone(),
         });
+        // TensorProto.DataLocation.EXTERNAL
+        t.data_location = Some(1);
         let w = b.initializer(t);
         let y = b.node("MatMul", &[x, w], vec![], 1)[0];
         x = if l + 1 < layers {
@@ -191,16 +193,16 @@ fn timed_anon(cmd: &mut Command) -> Result<(f64, u64, u64)> {
     Ok((secs, peak_anon, peak_rss))
 }
 
-fn streaming_case(parent: &Path, bin: &Path, want_gb: f64) -> Result<()> {
+fn streaming_case(parent: &Path, bin: &Path, want_gb: f64, keep_free: f64) -> Result<()> {
     let free = free_gb(parent)?;
-    // input + cp copy + int8 output (a quarter) + 15 GB kept free
-    let fits = ((free - 15.0) / 2.25).max(0.0);
+    // input + cp copy + int8 output (a quarter) + `keep_free` GB (15 unless told) kept free
+    let fits = ((free - keep_free) / 2.25).max(0.0);
     let gb = want_gb.min(fits);
     let layer_gb = (BIG_DIM * BIG_DIM * 4) as f64 / 1e9;
     let layers = (gb / layer_gb).floor() as usize;
     if layers == 0 {
         println!(
-            "\nstreaming case: skipped ({free:.1} GB free under {}: not room for one layer with 15 GB kept free)",
+            "\nstreaming case: skipped ({free:.1} GB free under {}: not room for one layer with {keep_free} GB kept free)",
             parent.display()
         );
         return Ok(());
@@ -217,7 +219,7 @@ fn streaming_case(parent: &Path, bin: &Path, want_gb: f64) -> Result<()> {
         in_bytes as f64 / 1e9,
         if gb < want_gb {
             format!(
-                " (asked {want_gb} GB; {free:.1} GB free under {} leaves room for this with 15 GB kept free)",
+                " (asked {want_gb} GB; {free:.1} GB free under {} leaves room for this with {keep_free} GB kept free)",
                 parent.display()
             )
         } else {
@@ -493,8 +495,14 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(8.0f64);
+    let keep_free = args
+        .iter()
+        .position(|a| a == "--keep-free")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15.0f64);
     if stream_gb > 0.0 {
-        streaming_case(&parent, &bin, stream_gb)?;
+        streaming_case(&parent, &bin, stream_gb, keep_free)?;
     }
     Ok(())
 }
