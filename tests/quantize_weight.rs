@@ -883,3 +883,201 @@ fn weights_read_from_if_branches() {
         assert!(tract_ok(&original, &m, &o, "ifw"));
     }
 }
+
+/// Streaming: an external-data model (three MatMul weights of 512 x 1024 f32 = 2 MiB each, biases, all in
+/// one data file) quantized by the CLI, whose weights are read in place from the data file and written
+/// through scratch files. The output keeps the quantized weights external (in its own packed data file, the
+/// input's is never written), passes onnx.checker and runs in ONNX Runtime, and every quantized tensor, scale
+/// and zero point is bit-identical to the in-memory path's (the same model loaded inline and quantized by
+/// the library), for the default per-channel asymmetric and for per-tensor symmetric.
+#[test]
+fn streams_external_data() {
+    use onnx_rewrite::io::{ExternalMode, SaveOptions};
+    let dir = common::tempdir();
+    let mut b = GraphBuilder::new("ext_mlp");
+    let (k, n) = (512i64, 1024i64);
+    let mut x = b.input("x", DataType::FLOAT, &["batch", &k.to_string()]);
+    for (l, (rows, cols)) in [(k, n), (n, n), (n, k)].into_iter().enumerate() {
+        let l = l as u64;
+        let w = b.initializer(
+            Tensor::from_vec(
+                format!("w{l}"),
+                vec![rows, cols],
+                common::vals((rows * cols) as usize, l + 1),
+            )
+            .unwrap(),
+        );
+        let bias = b.initializer(
+            Tensor::from_vec(
+                format!("b{l}"),
+                vec![cols],
+                common::vals(cols as usize, 50 + l),
+            )
+            .unwrap(),
+        );
+        let y = b.node("MatMul", &[x, w], vec![], 1)[0];
+        x = b.node("Add", &[y, bias], vec![], 1)[0];
+    }
+    b.output(x, DataType::FLOAT, &["batch", &k.to_string()]);
+    let src_dir = dir.path().join("in");
+    std::fs::create_dir_all(&src_dir).unwrap();
+    let src = src_dir.join("ext.onnx");
+    io::save(
+        &model(b.build(), 17),
+        &src,
+        &SaveOptions {
+            external: ExternalMode::Threshold {
+                min_bytes: 1024,
+                location: None,
+            },
+        },
+    )
+    .unwrap();
+    let input = io::load(&src).unwrap();
+    let ext_in = input
+        .graph
+        .initializers()
+        .filter(|(_, t)| t.is_external())
+        .count();
+    assert_eq!(ext_in, 6, "the generated model keeps every tensor external");
+    for (flags, spec) in [
+        (vec![], "quantize{min_elements=1}"),
+        (
+            vec!["--per-tensor", "--symmetric"],
+            "quantize{min_elements=1,per_channel=false,symmetric=true}",
+        ),
+    ] {
+        let out_dir = dir.path().join(format!("out{}", flags.len()));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = out_dir.join("q.onnx");
+        let mut args = vec![
+            "quantize",
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--min-elements",
+            "1",
+        ];
+        args.extend(flags.iter().copied());
+        let (code, stdout, stderr) = common::cli(&args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        // nothing but the model and its data file is left in the output folder (scratch files are unnamed)
+        let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ext.data", "q.onnx"], "{stderr}");
+        common::check_files(std::slice::from_ref(&out));
+        // the reference: the same model with every tensor inline, quantized in memory
+        let mut inline = io::load_bytes(io::to_bytes(&input).unwrap().into(), None).unwrap();
+        quantize(&mut inline, spec);
+        let streamed = io::load(&out).unwrap();
+        let mut compared = 0;
+        for (_, t) in inline.graph.initializers() {
+            let name = t.name();
+            let s = streamed
+                .graph
+                .initializers()
+                .find(|(_, s)| s.name() == name)
+                .unwrap_or_else(|| panic!("{name} missing from the streamed output"))
+                .1;
+            assert_eq!(s.dtype(), t.dtype(), "{name}");
+            assert_eq!(s.dims, t.dims, "{name}");
+            assert_eq!(
+                s.raw_bytes().unwrap(),
+                t.raw_bytes().unwrap(),
+                "{name} differs between the streamed and the in-memory path"
+            );
+            if name.ends_with("_quantized") {
+                assert!(
+                    s.is_external(),
+                    "{name}: a weight from external data stays external"
+                );
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 3, "three quantized weights");
+        assert_eq!(
+            streamed.graph.initializers().count(),
+            inline.graph.initializers().count()
+        );
+    }
+}
+
+/// The f32 kernel (`F32Quantizer`: in place, branch-free rounding, parallel past 2^20 elements) against the
+/// general path (`params_for_tensor` + `quantize_with`, per element through f64): tensors whose scale is
+/// exactly 1 (int8 symmetric with max |x| = 127; uint8 asymmetric over [-1, 254], zero point 1) so every
+/// half-integer value is a rounding tie; and tensors past one parallel work item, per tensor and per channel
+/// along and across the data, read whole and from a window that starts inside a run (as streaming does).
+#[test]
+fn f32_kernel_matches_general_path() {
+    use onnx_rewrite::passes::quantize::params::{
+        params_for_tensor, quantize_value, quantize_with, F32Quantizer, QType, QuantSpec,
+    };
+    let check = |w: &Tensor, spec: &QuantSpec, what: &str| -> Vec<u8> {
+        let fq = F32Quantizer::new(w, spec).unwrap();
+        let p = params_for_tensor(w, spec).unwrap();
+        assert_eq!(fq.params, p, "{what}");
+        let general = quantize_with("q", w, &p, spec.axis, spec.qtype.dtype(), spec.range())
+            .unwrap()
+            .raw_bytes()
+            .unwrap();
+        let fast = fq.quantize_all();
+        assert_eq!(&fast[..], &general[..], "{what}");
+        fast
+    };
+    // ties: -127, -126.5, ..., 127 with scale 1
+    let ties: Vec<f32> = (-254..=254).map(|i| i as f32 * 0.5).collect();
+    let w = Tensor::from_vec("t", vec![ties.len() as i64], ties.clone()).unwrap();
+    let spec = QuantSpec::per_tensor(QType::Int8, true);
+    let q = check(&w, &spec, "int8 ties");
+    let p = F32Quantizer::new(&w, &spec).unwrap().params[0];
+    assert_eq!(p.scale, 1.0);
+    for (x, b) in ties.iter().zip(&q) {
+        assert_eq!(
+            i32::from(*b as i8),
+            quantize_value(*x, p, spec.range()),
+            "{x}"
+        );
+        assert_eq!(
+            i32::from(*b as i8),
+            x.round_ties_even() as i32,
+            "{x}: half to even"
+        );
+    }
+    let ties_u: Vec<f32> = (-2..=508).map(|i| i as f32 * 0.5).collect();
+    let w = Tensor::from_vec("u", vec![ties_u.len() as i64], ties_u).unwrap();
+    let spec = QuantSpec::per_tensor(QType::Uint8, false);
+    check(&w, &spec, "uint8 ties");
+    let p = F32Quantizer::new(&w, &spec).unwrap().params[0];
+    assert_eq!((p.scale, p.zero_point), (1.0, 1));
+    // past one work item (2^20 elements)
+    let chunk = 1usize << 20;
+    let cols = chunk / 2 + 5;
+    let w = Tensor::from_vec("big", vec![3, cols as i64], common::vals(3 * cols, 5)).unwrap();
+    for axis in [None, Some(0), Some(1)] {
+        for (qtype, symmetric) in [(QType::Int8, true), (QType::Uint8, false)] {
+            let spec = QuantSpec {
+                axis,
+                ..QuantSpec::per_tensor(qtype, symmetric)
+            };
+            let all = check(&w, &spec, &format!("{axis:?} {qtype:?}"));
+            let fq = F32Quantizer::new(&w, &spec).unwrap();
+            let mut part = vec![0u8; 1000];
+            fq.quantize_into(chunk - 7, &mut part);
+            assert_eq!(&part[..], &all[chunk - 7..chunk + 993], "{axis:?} window");
+        }
+    }
+    // a non-finite value past the first work item is found and named
+    let mut bad = common::vals(chunk + 3, 9);
+    bad[chunk + 1] = f32::INFINITY;
+    let w = Tensor::from_vec("bad", vec![chunk as i64 + 3], bad).unwrap();
+    let e = F32Quantizer::new(&w, &QuantSpec::per_tensor(QType::Int8, true))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains(&format!("element {}", chunk + 1))
+            && e.to_string().contains("'bad'"),
+        "{e}"
+    );
+}

@@ -115,7 +115,13 @@ impl QuantizeArgs {
 }
 
 pub fn run(a: QuantizeArgs) -> Result<i32> {
-    let pass = Quantize::new(a.options())?;
+    let mut pass = Quantize::new(a.options())?;
+    // weights held in external data are quantized straight to scratch files beside the output (streaming)
+    let out_dir = match a.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    pass.weight.spill = Some(io::external::Spill::new(out_dir));
     let mut m = io::load(&a.input)?;
     let before = a.validate.then(|| m.clone());
     // calibration (mode static) and drift (sensitivity) run on the samples the input flags describe

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -22,9 +23,17 @@ pub struct ExternalFile {
     /// The (offset, length) ranges the model loaded with this file referenced: a save compares the live
     /// tensors against them to tell an untouched file (copied as it is) from one that changed (packed).
     loaded: OnceLock<BTreeSet<(u64, u64)>>,
+    /// `Some(k)` for the k-th scratch file this process wrote (`Spill`): its `path` is only a label (the
+    /// file has no name on disk) and a save lays its data out after the input's files, in `k` order.
+    written: Option<u64>,
 }
 
 impl ExternalFile {
+    /// For a scratch file this process wrote, its sequence number (module docs of `Spill`).
+    pub fn written_seq(&self) -> Option<u64> {
+        self.written
+    }
+
     /// The ranges the loaded model referenced (empty for a file no load registered ranges in).
     pub fn loaded_ranges(&self) -> &BTreeSet<(u64, u64)> {
         static EMPTY: BTreeSet<(u64, u64)> = BTreeSet::new();
@@ -123,6 +132,7 @@ impl Resolver {
             len: meta.len(),
             map: OnceLock::new(),
             loaded: OnceLock::new(),
+            written: None,
         });
         self.files.insert(location.to_string(), file.clone());
         Ok(file)
@@ -153,4 +163,63 @@ pub fn check_location(location: &str) -> std::result::Result<(), String> {
         return Err(format!("external data location '{location}' contains '..'"));
     }
     Ok(())
+}
+
+/// Scratch data files for tensors computed from data that lives on disk (a weight-only quantization of an
+/// external-data model): each tensor is written window by window into its own anonymous file (created
+/// unlinked in `dir`, so nothing is left behind whatever happens to the process) and read back through a
+/// read-only mapping, so the computed bytes stay in the page cache, not in the process's anonymous memory.
+/// Saving copies them into the output's data file like any external tensor.
+#[derive(Clone, Debug)]
+pub struct Spill {
+    pub dir: PathBuf,
+}
+
+/// Orders scratch files by creation, so saves lay them out deterministically.
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes per write of `Spill::write_with` (the buffer it holds).
+pub const SPILL_WINDOW: usize = 16 << 20;
+
+impl Spill {
+    pub fn new(dir: impl Into<PathBuf>) -> Spill {
+        Spill { dir: dir.into() }
+    }
+
+    /// Write `len` bytes, produced window by window by `fill(start, window)`, to a new scratch file and map
+    /// it. `label` names the data in errors.
+    pub fn write_with(
+        &self,
+        label: &str,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<Arc<ExternalFile>> {
+        use std::io::Write;
+        let werr = |source| Error::Write {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut file = tempfile::tempfile_in(&self.dir).map_err(werr)?;
+        let mut buf = vec![0u8; SPILL_WINDOW.min(len)];
+        let mut start = 0;
+        while start < len {
+            let n = SPILL_WINDOW.min(len - start);
+            fill(start, &mut buf[..n])?;
+            file.write_all(&buf[..n]).map_err(werr)?;
+            start += n;
+        }
+        drop(buf);
+        let k = WRITTEN.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("<scratch {k}: {label}>"));
+        let map = crate::io::source::map_open_file(&file, &path)?;
+        let map_cell = OnceLock::new();
+        let _ = map_cell.set(map);
+        Ok(Arc::new(ExternalFile {
+            path,
+            len: len as u64,
+            map: map_cell,
+            loaded: OnceLock::new(),
+            written: Some(k),
+        }))
+    }
 }

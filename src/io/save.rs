@@ -377,7 +377,15 @@ impl DataPlan {
             } else {
                 // pack the live ranges in their input order; shared ranges once
                 let mut live: Vec<(Arc<ExternalFile>, u64, u64)> = refs;
-                live.sort_by(|a, b| (&a.0.path, a.1, a.2).cmp(&(&b.0.path, b.1, b.2)));
+                // (scratch files this process wrote come after the input's, in the order they were written)
+                live.sort_by(|a, b| {
+                    (a.0.written_seq(), &a.0.path, a.1, a.2).cmp(&(
+                        b.0.written_seq(),
+                        &b.0.path,
+                        b.1,
+                        b.2,
+                    ))
+                });
                 let mut f = OutFile::packed();
                 for (file, o, l) in live {
                     f.append(Some((file.path.clone(), o, l)), Source::File(file, o, l));

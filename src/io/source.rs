@@ -31,3 +31,18 @@ pub fn map_file(path: &Path) -> Result<Bytes> {
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
     Ok(Bytes::from_owner(map))
 }
+
+/// Map a file this process created and wrote (a scratch file without a name: `external::Spill`).
+pub fn map_open_file(file: &File, label: &Path) -> Result<Bytes> {
+    let read_err = |source| Error::Read {
+        path: label.to_path_buf(),
+        source,
+    };
+    if file.metadata().map_err(read_err)?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: read-only and private, as in `map_file`; the file was created unlinked by this process, which
+    // has finished writing it and never writes it again, and no other process can open it by name.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(read_err)?;
+    Ok(Bytes::from_owner(map))
+}

@@ -130,6 +130,7 @@ impl Quantize {
                 include: o.include,
                 exclude: o.exclude,
                 bodies_only: false,
+                spill: None,
             },
         })
     }

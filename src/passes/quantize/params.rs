@@ -343,72 +343,291 @@ pub fn quantize_tensor(w: &Tensor, spec: &QuantSpec) -> Result<(Tensor, Tensor, 
     Ok((r.q, r.scale, r.zero_point))
 }
 
-/// The f32 fast path of `quantize_tensor_full`: one read of the data, per-channel min / max and the integer
-/// values computed straight from f32 (the same arithmetic as the general path: ranges widened in f64 from
-/// exact f32 values, `quantize_value` per element).
-fn quantize_f32(w: &Tensor, spec: &QuantSpec) -> Result<(Vec<QParams>, Tensor)> {
-    let values = w.to_vec::<f32>()?;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(tensor_err(
-            w,
-            format!(
-                "element {i} is {}: non-finite values cannot be quantized",
-                values[i]
-            ),
-        ));
-    }
-    let with_name = |e: Error| match e {
-        Error::Invalid { msg, .. } => tensor_err(w, msg),
-        other => other,
-    };
-    let split = match spec.axis {
-        None => AxisSplit {
-            outer: 1,
-            len: 1,
-            inner: values.len(),
-        },
-        Some(a) => AxisSplit::new(&w.dims, a).map_err(with_name)?,
-    };
-    let mut lo = vec![0f32; split.len];
-    let mut hi = vec![0f32; split.len];
-    for o in 0..split.outer {
-        for a in 0..split.len {
-            let start = (o * split.len + a) * split.inner;
-            for &x in &values[start..start + split.inner] {
-                lo[a] = lo[a].min(x);
-                hi[a] = hi[a].max(x);
-            }
+/// Elements per parallel work item of the f32 kernels (1 Mi elements: 4 MiB read, 1 MiB written).
+const CHUNK: usize = 1 << 20;
+
+/// `1.5 * 2^23`: adding it to an f32 `c` with `|c| <= 2^22` rounds `c` to an integer, half to even (the
+/// sum lies in `[2^23, 2^24)`, where f32 steps are exactly 1, and the constant is even), and that integer
+/// is the difference of the bit patterns.
+const MAGIC: f32 = 12_582_912.0;
+const MAGIC_BITS: i32 = 0x4B40_0000;
+
+/// `quantize_value` for a finite `x` (the only values the f32 kernels see), as the byte stored (two's
+/// complement for int8): the same f32 division, then the quotient clamped to `[-1024, 1024]` (which changes
+/// no result, since `|zero_point| <= 255` and the range lies in `[-128, 255]`: anything past 1024 saturates
+/// either way), rounded half to even in f32 (exact: `MAGIC`), shifted and saturated in integers. Written
+/// without branches so the loops vectorize.
+#[inline(always)]
+fn q_byte(x: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> u8 {
+    let c = (x / scale).clamp(-1024.0, 1024.0);
+    let r = ((c + MAGIC).to_bits() as i32 - MAGIC_BITS) + zp;
+    r.clamp(lo, hi) as u8
+}
+
+#[inline(always)]
+fn f32_at(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[inline(always)]
+fn non_finite(x: f32) -> bool {
+    x.to_bits() & 0x7F80_0000 == 0x7F80_0000
+}
+
+/// Fold the f32 values (little-endian bytes) of one channel into `[lo, hi]`; true when one is not finite.
+fn minmax_run(src: &[u8], lo: &mut f32, hi: &mut f32) -> bool {
+    // eight independent lanes so the compiler can keep them in vector registers
+    let mut l = [*lo; 8];
+    let mut h = [*hi; 8];
+    let mut bad = false;
+    let mut blocks = src.chunks_exact(32);
+    for b in &mut blocks {
+        for k in 0..8 {
+            let x = f32_at(&b[4 * k..]);
+            bad |= non_finite(x);
+            l[k] = if x < l[k] { x } else { l[k] };
+            h[k] = if x > h[k] { x } else { h[k] };
         }
     }
-    let params: Vec<QParams> = lo
-        .iter()
-        .zip(&hi)
-        .map(|(l, h)| params_for_range(f64::from(*l), f64::from(*h), spec).map_err(with_name))
-        .collect::<Result<_>>()?;
-    let range = spec.range();
-    let name = format!("{}_quantized", w.name());
-    let q = |i: usize, x: f32| quantize_value(x, params[(i / split.inner) % split.len], range);
-    let t = match spec.qtype {
-        QType::Int8 => Tensor::from_vec(
-            name,
-            w.dims.clone(),
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, x)| q(i, *x) as i8)
-                .collect::<Vec<i8>>(),
-        )?,
-        QType::Uint8 => Tensor::from_vec(
-            name,
-            w.dims.clone(),
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, x)| q(i, *x) as u8)
-                .collect::<Vec<u8>>(),
-        )?,
-    };
-    Ok((params, t))
+    for c in blocks.remainder().chunks_exact(4) {
+        let x = f32_at(c);
+        bad |= non_finite(x);
+        l[0] = if x < l[0] { x } else { l[0] };
+        h[0] = if x > h[0] { x } else { h[0] };
+    }
+    *lo = l.iter().fold(*lo, |a, b| a.min(*b));
+    *hi = h.iter().fold(*hi, |a, b| a.max(*b));
+    bad
+}
+
+/// Fold elements `[start, end)` of an f32 tensor (little-endian bytes `raw`, shape `split`) into the
+/// per-channel ranges `lo` / `hi` (length `split.len`); true when one of them is not finite.
+fn minmax_range(
+    raw: &[u8],
+    split: AxisSplit,
+    start: usize,
+    end: usize,
+    lo: &mut [f32],
+    hi: &mut [f32],
+) -> bool {
+    let mut bad = false;
+    let mut i = start;
+    while i < end {
+        if split.inner == 1 {
+            // consecutive elements walk the channels: one run to the end of the row
+            let a = i % split.len;
+            let n = (split.len - a).min(end - i);
+            let src = &raw[4 * i..4 * (i + n)];
+            for ((c, l), h) in src
+                .chunks_exact(4)
+                .zip(&mut lo[a..a + n])
+                .zip(&mut hi[a..a + n])
+            {
+                let x = f32_at(c);
+                bad |= non_finite(x);
+                *l = if x < *l { x } else { *l };
+                *h = if x > *h { x } else { *h };
+            }
+            i += n;
+        } else {
+            // a run of `inner` elements shares one channel
+            let a = (i / split.inner) % split.len;
+            let n = (split.inner - i % split.inner).min(end - i);
+            bad |= minmax_run(&raw[4 * i..4 * (i + n)], &mut lo[a], &mut hi[a]);
+            i += n;
+        }
+    }
+    bad
+}
+
+/// Quantize elements `[start, start + dst.len())` of an f32 tensor (little-endian bytes `raw`, shape
+/// `split`) with per-channel `scales` / `zps` into `dst`, saturating to `[lo, hi]`.
+fn quantize_range(
+    raw: &[u8],
+    split: AxisSplit,
+    scales: &[f32],
+    zps: &[i32],
+    (lo, hi): (i32, i32),
+    start: usize,
+    dst: &mut [u8],
+) {
+    let end = start + dst.len();
+    let mut i = start;
+    while i < end {
+        let o = i - start;
+        if split.inner == 1 {
+            let a = i % split.len;
+            let n = (split.len - a).min(end - i);
+            let src = &raw[4 * i..4 * (i + n)];
+            for (((d, c), s), z) in dst[o..o + n]
+                .iter_mut()
+                .zip(src.chunks_exact(4))
+                .zip(&scales[a..a + n])
+                .zip(&zps[a..a + n])
+            {
+                *d = q_byte(f32_at(c), *s, *z, lo, hi);
+            }
+            i += n;
+        } else {
+            let a = (i / split.inner) % split.len;
+            let n = (split.inner - i % split.inner).min(end - i);
+            let (s, z) = (scales[a], zps[a]);
+            for (d, c) in dst[o..o + n]
+                .iter_mut()
+                .zip(raw[4 * i..4 * (i + n)].chunks_exact(4))
+            {
+                *d = q_byte(f32_at(c), s, z, lo, hi);
+            }
+            i += n;
+        }
+    }
+}
+
+/// An f32 tensor prepared for the quantization kernels: its little-endian bytes (zero-copy for raw and
+/// external data: an external tensor stays in its mapped file), its shape around the quantization axis and
+/// its parameters.
+pub struct F32Quantizer {
+    raw: bytes::Bytes,
+    split: AxisSplit,
+    scales: Vec<f32>,
+    zps: Vec<i32>,
+    range: (i32, i32),
+    pub params: Vec<QParams>,
+}
+
+impl F32Quantizer {
+    /// Read the ranges of `w` (an f32 tensor) in one parallel pass and choose its parameters under `spec`
+    /// (the arithmetic of `params_for_tensor`). Errors on non-finite values, naming the first one.
+    pub fn new(w: &Tensor, spec: &QuantSpec) -> Result<F32Quantizer> {
+        use rayon::prelude::*;
+        check_scale_dtype(spec.scale_dtype)?;
+        if w.dtype() != DataType::FLOAT {
+            return Err(tensor_err(w, format!("is {}, not f32", w.dtype().name())));
+        }
+        let with_name = |e: Error| match e {
+            Error::Invalid { msg, .. } => tensor_err(w, msg),
+            other => other,
+        };
+        w.check()?;
+        let n = usize::try_from(w.numel()?).map_err(|_| tensor_err(w, "too many elements"))?;
+        let raw = w.raw_bytes()?;
+        if raw.len() as u64 != n as u64 * 4 {
+            return Err(tensor_err(
+                w,
+                format!(
+                    "data is {} bytes but f32 x {:?} needs {}",
+                    raw.len(),
+                    w.dims,
+                    n as u64 * 4
+                ),
+            ));
+        }
+        let split = match spec.axis {
+            None => AxisSplit {
+                outer: 1,
+                len: 1,
+                inner: n,
+            },
+            Some(a) => AxisSplit::new(&w.dims, a).map_err(with_name)?,
+        };
+        let len = split.len;
+        // parts of the data reduced in parallel, each into its own per-channel ranges (min and max are
+        // exact, so the result does not depend on the split); their number is bounded so the partial
+        // ranges stay under 32 MiB
+        let parts = (2 * rayon::current_num_threads())
+            .min(n.div_ceil(CHUNK))
+            .min((32 << 20) / (8 * len.max(1)))
+            .max(1);
+        let step = n.div_ceil(parts).max(1);
+        let partial: Vec<(Vec<f32>, Vec<f32>, bool)> = (0..parts)
+            .into_par_iter()
+            .map(|k| {
+                let (mut lo, mut hi) = (vec![0f32; len], vec![0f32; len]);
+                let (s, e) = ((k * step).min(n), ((k + 1) * step).min(n));
+                let bad = minmax_range(&raw, split, s, e, &mut lo, &mut hi);
+                (lo, hi, bad)
+            })
+            .collect();
+        if partial.iter().any(|p| p.2) {
+            let i = raw
+                .chunks_exact(4)
+                .position(|c| non_finite(f32_at(c)))
+                .unwrap_or(0);
+            let v = raw.get(4 * i..4 * i + 4).map(f32_at).unwrap_or(f32::NAN);
+            return Err(tensor_err(
+                w,
+                format!("element {i} is {v}: non-finite values cannot be quantized"),
+            ));
+        }
+        let (mut lo, mut hi) = (vec![0f32; len], vec![0f32; len]);
+        for (pl, ph, _) in &partial {
+            for (l, x) in lo.iter_mut().zip(pl) {
+                *l = l.min(*x);
+            }
+            for (h, x) in hi.iter_mut().zip(ph) {
+                *h = h.max(*x);
+            }
+        }
+        let params: Vec<QParams> = lo
+            .iter()
+            .zip(&hi)
+            .map(|(l, h)| params_for_range(f64::from(*l), f64::from(*h), spec).map_err(with_name))
+            .collect::<Result<_>>()?;
+        Ok(F32Quantizer {
+            raw,
+            split,
+            scales: params.iter().map(|p| p.scale).collect(),
+            zps: params.iter().map(|p| p.zero_point).collect(),
+            range: spec.range(),
+            params,
+        })
+    }
+
+    /// Number of elements (= bytes of the quantized tensor).
+    pub fn len(&self) -> usize {
+        self.raw.len() / 4
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The quantized bytes of elements `[start, start + dst.len())` into `dst`, in parallel.
+    pub fn quantize_into(&self, start: usize, dst: &mut [u8]) {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(CHUNK).enumerate().for_each(|(k, d)| {
+            quantize_range(
+                &self.raw,
+                self.split,
+                &self.scales,
+                &self.zps,
+                self.range,
+                start + k * CHUNK,
+                d,
+            )
+        });
+    }
+
+    /// Every quantized byte.
+    pub fn quantize_all(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.len()];
+        self.quantize_into(0, &mut out);
+        out
+    }
+}
+
+/// The f32 fast path of `quantize_tensor_full`: the data read in place (no f32 copy), per-channel ranges in
+/// one parallel pass, the integer values written straight into the tensor's bytes (the same arithmetic as
+/// the general path: ranges widened in f64 from exact f32 values, `quantize_value` per element).
+fn quantize_f32(w: &Tensor, spec: &QuantSpec) -> Result<(Vec<QParams>, Tensor)> {
+    let fq = F32Quantizer::new(w, spec)?;
+    let t = Tensor::from_raw(
+        format!("{}_quantized", w.name()),
+        spec.qtype.dtype(),
+        w.dims.clone(),
+        bytes::Bytes::from(fq.quantize_all()),
+    );
+    Ok((fq.params, t))
 }
 
 /// `quantize_tensor` with the parameters kept beside the tensors.
@@ -429,6 +648,18 @@ pub fn quantize_tensor_full(w: &Tensor, spec: &QuantSpec) -> Result<Quantized> {
         )?;
         (params, q)
     };
+    let (scale, zero_point) = param_tensors(base, spec, &params)?;
+    Ok(Quantized {
+        q,
+        scale,
+        zero_point,
+        params,
+    })
+}
+
+/// The scale (`<base>_scale`, dtype `spec.scale_dtype`) and zero point (`<base>_zero_point`, the quantized
+/// dtype) tensors of `params`: scalars per tensor, 1-D per channel.
+pub fn param_tensors(base: &str, spec: &QuantSpec, params: &[QParams]) -> Result<(Tensor, Tensor)> {
     let pdims = match spec.axis {
         None => vec![],
         Some(_) => vec![params.len() as i64],
@@ -447,12 +678,7 @@ pub fn quantize_tensor_full(w: &Tensor, spec: &QuantSpec) -> Result<Quantized> {
         pdims,
         &zps,
     )?;
-    Ok(Quantized {
-        q,
-        scale,
-        zero_point,
-        params,
-    })
+    Ok((scale, zero_point))
 }
 
 /// The inverse, as `DequantizeLinear(q, scale, zero_point, axis)` computes it: an f32 tensor named `name`.

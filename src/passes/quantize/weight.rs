@@ -23,6 +23,13 @@
 //!
 //! The quantization itself is parallel over weights (rayon) and deterministic: the patches are applied in a
 //! fixed order (graph path, then weight name).
+//!
+//! Streaming (`WeightConfig::spill`, set by the CLI to the output's folder): an f32 weight held in external
+//! data is never copied into memory. It is read in place from its mapped data file (per-channel ranges in
+//! one pass, then the integer values), written window by window to an unnamed scratch file, and the
+//! quantized tensor refers to that file under the weight's data location; saving copies it into the
+//! output's data file. Weights are streamed one at a time, so memory holds one window and the parameters,
+//! whatever the model's size.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,8 +37,12 @@ use rayon::prelude::*;
 
 use crate::ir::AttrList;
 
-use super::params::{quantize_tensor_full, QType, QuantSpec, Quantized};
+use super::params::{
+    param_tensors, quantize_tensor_full, F32Quantizer, QType, QuantSpec, Quantized,
+};
 use crate::error::{Error, Result};
+use crate::io::external::Spill;
+use crate::ir::tensor::{ExternalRef, TensorData};
 use crate::ir::{
     DataType, GraphPath, GraphRoot, Model, Patch, Tensor, ValueDef, WeightRef, WeightStorage,
 };
@@ -59,6 +70,8 @@ pub struct WeightConfig {
     /// Only weights read by nodes inside `If` / `Loop` / `Scan` bodies (static mode's complement: it quantizes
     /// the main graph's activations and weights itself).
     pub bodies_only: bool,
+    /// Where f32 weights held in external data are quantized to (module docs: streaming); `None`: in memory.
+    pub spill: Option<Spill>,
 }
 
 /// `*` matches any run of characters, `?` one character; everything else matches itself.
@@ -515,13 +528,29 @@ pub fn run(
         }
     }
     let jobs = plan(model, cfg, cands, opset, per_axis_note.as_deref(), report)?;
-    // the arithmetic, in parallel; results in job order
-    let results: Vec<Result<Quantized>> = jobs
+    // the arithmetic: weights in memory in parallel; weights on disk one at a time (each in parallel inside),
+    // straight into scratch files. Results in job order.
+    let streamed = |j: &Job| {
+        cfg.spill.is_some() && j.tensor.is_external() && j.tensor.dtype() == DataType::FLOAT
+    };
+    let mut results: Vec<Option<Result<Quantized>>> = jobs
         .par_iter()
-        .map(|j| quantize_tensor_full(&j.tensor, &j.spec))
+        .map(|j| (!streamed(j)).then(|| quantize_tensor_full(&j.tensor, &j.spec)))
         .collect();
+    if let Some(spill) = &cfg.spill {
+        for (j, r) in jobs.iter().zip(results.iter_mut()) {
+            if r.is_none() {
+                *r = Some(quantize_to_spill(j, spill));
+            }
+        }
+    }
     for (job, q) in jobs.into_iter().zip(results) {
-        let q = match q {
+        let q = match q.unwrap_or_else(|| {
+            Err(Error::Pass {
+                pass: report.pass.clone(),
+                msg: format!("weight '{}' was not quantized", job.w.name),
+            })
+        }) {
             Ok(q) => q,
             Err(e) => {
                 for r in job.readers.iter() {
@@ -538,6 +567,42 @@ pub fn run(
         apply(model, &job, q, outer.get(&job.w.path), report)?;
     }
     Ok(())
+}
+
+/// Quantize an f32 weight held in external data into a scratch file: the weight is read in place from its
+/// mapped file, the integer values are written window by window, and the quantized tensor refers to the
+/// scratch file under the weight's own data location (so a save keeps it external, beside the rest).
+fn quantize_to_spill(j: &Job, spill: &Spill) -> Result<Quantized> {
+    let TensorData::External(src) = &j.tensor.data else {
+        return quantize_tensor_full(&j.tensor, &j.spec);
+    };
+    let fq = F32Quantizer::new(&j.tensor, &j.spec)?;
+    let base = j.tensor.name();
+    let name = format!("{base}_quantized");
+    let file = spill.write_with(&name, fq.len(), |start, window| {
+        fq.quantize_into(start, window);
+        Ok(())
+    })?;
+    let mut q = Tensor::from_raw(
+        name,
+        j.spec.qtype.dtype(),
+        j.tensor.dims.clone(),
+        bytes::Bytes::new(),
+    );
+    q.data = TensorData::External(ExternalRef {
+        entries: Vec::new(),
+        location: src.location.clone(),
+        offset: 0,
+        length: fq.len() as u64,
+        file,
+    });
+    let (scale, zero_point) = param_tensors(base, &j.spec, &fq.params)?;
+    Ok(Quantized {
+        q,
+        scale,
+        zero_point,
+        params: fq.params,
+    })
 }
 
 fn apply(

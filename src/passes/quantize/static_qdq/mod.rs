@@ -1316,6 +1316,7 @@ fn quantize_body_weights(
         include: opts.include.clone(),
         exclude: opts.exclude.clone(),
         bodies_only: true,
+        spill: None,
     };
     let mut body = PassReport::new(PASS);
     crate::passes::quantize::weight::run(model, &cfg, cx, &mut body)?;
