@@ -78,10 +78,15 @@ fn resnet(convs: usize) -> Model {
     let s = g.conv(x, c, 3, 3);
     let s = g.bn(s, c);
     let mut h = g.b.node("Relu", &[s], vec![], 1)[0];
+    // four stages of 16, 32, 64, 128 channels, each a quarter of the blocks: a deeper model keeps the stage widths
+    // (as ResNet-101 does against ResNet-50), so 400 convs have about twice the parameters of 200 and the time
+    // ratio measures the analysis, not a wider model
+    let blocks = (convs - 1) / 2;
     let mut block = 0;
     while g.convs + 3 <= convs {
         block += 1;
-        let cout = if block % 8 == 0 && c < 128 { c * 2 } else { c };
+        let stage = (block * 4 - 1) / blocks.max(1);
+        let cout = if c < (16 << stage.min(3)) { c * 2 } else { c };
         let a = g.conv(h, cout, c, 3);
         let a = g.bn(a, cout);
         let a = g.b.node("Relu", &[a], vec![], 1)[0];
