@@ -53,27 +53,31 @@ fn strip_timings(v: &mut serde_json::Value) {
     }
 }
 
+/// `run` of `recipe` on the bundled model with its test set as inputs and labels, one latency run, a report.
+fn run_bundled(recipe: &str, out: &Path, rep: &Path, threads: &str) -> (i32, String, String) {
+    let (out, rep) = (out.to_str().unwrap(), rep.to_str().unwrap());
+    let args = [
+        "run",
+        MODEL,
+        out,
+        "--recipe",
+        recipe,
+        "--input",
+        X,
+        "--labels",
+        Y,
+        "--latency",
+        "1",
+        "--report",
+        rep,
+    ];
+    run_env(&args, threads)
+}
+
 fn default_run(dir: &Path, tag: &str, threads: &str) -> (PathBuf, serde_json::Value) {
     let out = dir.join(format!("{tag}.onnx"));
     let rep = dir.join(format!("{tag}.json"));
-    let (code, stdout, err) = run_env(
-        &[
-            "run",
-            MODEL,
-            out.to_str().unwrap(),
-            "--recipe",
-            "examples/default.toml",
-            "--input",
-            X,
-            "--labels",
-            Y,
-            "--latency",
-            "1",
-            "--report",
-            rep.to_str().unwrap(),
-        ],
-        threads,
-    );
+    let (code, stdout, err) = run_bundled("examples/default.toml", &out, &rep, threads);
     assert_eq!(code, 0, "{stdout}\n{err}");
     assert!(stdout.contains("accuracy (top-1)"), "{stdout}");
     (out, read_json(&rep))
@@ -499,24 +503,7 @@ fn every_example_recipe_runs_on_the_bundled_model() {
         let stem = recipe.file_stem().unwrap().to_str().unwrap().to_string();
         let out = dir.path().join(format!("{stem}.onnx"));
         let rep = dir.path().join(format!("{stem}.json"));
-        let (code, stdout, err) = run_env(
-            &[
-                "run",
-                MODEL,
-                out.to_str().unwrap(),
-                "--recipe",
-                recipe.to_str().unwrap(),
-                "--input",
-                X,
-                "--labels",
-                Y,
-                "--latency",
-                "1",
-                "--report",
-                rep.to_str().unwrap(),
-            ],
-            "2",
-        );
+        let (code, stdout, err) = run_bundled(recipe.to_str().unwrap(), &out, &rep, "2");
         assert_eq!(code, 0, "{stem}: {stdout}\n{err}");
         let r = read_json(&rep);
         assert_eq!(r["status"], "ok", "{stem}");
