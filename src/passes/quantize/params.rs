@@ -738,6 +738,60 @@ mod tests {
         Tensor::from_vec("w", dims, v).unwrap()
     }
 
+    /// The branch-free f32 kernel (`q_byte`) against the reference rule (`quantize_value`) on values that
+    /// exercise every path: exact rounding ties (k/2 steps of the scale), saturation at both ends, quotients
+    /// past the +-1024 clamp and overflowing to infinity, subnormals, signed zeros, for int8 and uint8 ranges
+    /// (full, symmetric and reduced) and zero points across them. Equality is exact: both compute the same
+    /// f32 division and then integer arithmetic, so any difference is a kernel bug, not float noise.
+    #[test]
+    fn f32_kernel_equals_the_reference_rule() {
+        let ranges = [(-128, 127), (-127, 127), (-64, 64), (0, 255), (0, 127)];
+        let scales = [1.0f32, 0.5, 0.01, 3.7e-3, 1e-6, 1e-30, 1e3, 6.1e4];
+        let mut specials = vec![
+            0.0f32,
+            -0.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-40,
+            -1e-40,
+            f32::MAX,
+            f32::MIN,
+            1e30,
+            -1e30,
+        ];
+        let mut checked = 0u64;
+        for &(lo, hi) in &ranges {
+            for zp in [lo, lo + 1, (lo + hi) / 2, hi - 1, hi, 0.clamp(lo, hi)] {
+                for &scale in &scales {
+                    let p = QParams {
+                        scale,
+                        zero_point: zp,
+                    };
+                    specials.truncate(10);
+                    // ties and their neighbours: x = k/2 * scale, for quotients up to past the clamp
+                    for k in -2200..=2200 {
+                        let x = k as f32 * 0.5 * scale;
+                        specials.push(x);
+                        specials.push(f32::from_bits(x.to_bits().wrapping_add(1)));
+                    }
+                    for &x in &specials {
+                        if !x.is_finite() {
+                            continue;
+                        }
+                        let want = quantize_value(x, p, (lo, hi));
+                        let got = q_byte(x, scale, zp, lo, hi);
+                        assert_eq!(
+                            got, want as u8,
+                            "x={x:e} scale={scale:e} zp={zp} range=({lo},{hi}): kernel {got}, rule {want}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000_000, "{checked}");
+    }
+
     #[test]
     fn ranges_follow_onnxruntime() {
         assert_eq!(QType::Int8.range(true, false), (-127, 127));
