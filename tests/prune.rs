@@ -11,7 +11,7 @@ use std::process::Command;
 use onnx_rewrite::io;
 use onnx_rewrite::ir::builder::{model, GraphBuilder};
 use onnx_rewrite::ir::{AttrList, Attribute, DataType, Model, OpKey, Tensor, ValueId};
-use onnx_rewrite::passes::prune::{satisfies_nm, Prune, PruneOptions, PruneOutcome};
+use onnx_rewrite::passes::prune::{satisfies_nm, GroupPlan, Prune, PruneOptions, PruneOutcome};
 use onnx_rewrite::validate::{self, ValidateOptions};
 
 /// Zeroed and removed models differ only in which exact zeros they add: a removed channel's terms are 0 * x =
@@ -916,17 +916,9 @@ fn channel_pruning_through_pad_and_transpose() {
     b.output(p4, DataType::FLOAT, &["1", "8", "8", "8"]);
     b.output(p5, DataType::FLOAT, &["1", "6", "10", "10"]);
     let m0 = model(b.build(), 13);
-    let mut z = m0.clone();
-    let oz = prune(&mut z, channel(0.3, "zero"));
-    let mut r = m0.clone();
-    let or = prune(&mut r, channel(0.3, "remove"));
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
     let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
-    let group = |p: &str| {
-        plan.groups
-            .iter()
-            .find(|g| g.producers.contains(&p.to_string()))
-            .unwrap()
-    };
+    let group = |p: &str| group_of(plan, p);
     for p in ["c1", "c2", "c3"] {
         let g = group(p);
         assert!(g.frozen.is_none() && !g.pruned.is_empty(), "{p}: {g:?}");
@@ -938,15 +930,38 @@ fn channel_pruning_through_pad_and_transpose() {
             "{p}: {g:?}"
         );
     }
-    assert!(assert_pruned_zero(&z, &oz) > 0);
-    tract_agree(&z, &r, &vopts(&[], 1)).unwrap();
+    zero_equals_remove(&m0, &z, &oz, &r, "pt");
+}
+
+/// The model pruned by channel at `ratio` both ways: (zeroed, its outcome, removed, its outcome).
+fn zero_and_remove(m0: &Model, ratio: f64) -> (Model, PruneOutcome, Model, PruneOutcome) {
+    let mut z = m0.clone();
+    let oz = prune(&mut z, channel(ratio, "zero"));
+    let mut r = m0.clone();
+    let or = prune(&mut r, channel(ratio, "remove"));
+    (z, oz, r, or)
+}
+
+/// The plan's group whose producers include `producer`.
+fn group_of<'a>(plan: &'a onnx_rewrite::passes::prune::Plan, producer: &str) -> &'a GroupPlan {
+    plan.groups
+        .iter()
+        .find(|g| g.producers.iter().any(|p| p == producer))
+        .unwrap_or_else(|| panic!("no group produced by {producer}"))
+}
+
+/// The structured-pruning oracle: pruned channels are exactly zero, the removed model computes the zeroed
+/// one's outputs (tract and ONNX Runtime), pruning changed the outputs, and both files pass the checker.
+fn zero_equals_remove(m0: &Model, z: &Model, oz: &PruneOutcome, r: &Model, tag: &str) {
+    assert!(assert_pruned_zero(z, oz) > 0);
+    tract_agree(z, r, &vopts(&[], 1)).unwrap();
     assert!(
-        tract_agree(&m0, &z, &vopts(&[], 1)).is_err(),
+        tract_agree(m0, z, &vopts(&[], 1)).is_err(),
         "pruning changed nothing"
     );
     let dir = common::tempdir();
-    let pz = common::save(&z, dir.path(), "pt_zero");
-    let pr = common::save(&r, dir.path(), "pt_remove");
+    let pz = common::save(z, dir.path(), &format!("{tag}_zero"));
+    let pr = common::save(r, dir.path(), &format!("{tag}_remove"));
     ort_agree(&pz, &pr, &[]).unwrap();
     common::check_files(&[pz, pr]);
 }
@@ -999,17 +1014,9 @@ fn channel_pruning_through_a_shape_driven_flatten() {
     b.output(y, DataType::FLOAT, &["1", "10"]);
     b.output(c3, DataType::FLOAT, &["1", "4", "8", "8"]);
     let m0 = model(b.build(), 13);
-    let mut z = m0.clone();
-    let oz = prune(&mut z, channel(0.3, "zero"));
-    let mut r = m0.clone();
-    let or = prune(&mut r, channel(0.3, "remove"));
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
     let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
-    let group = |p: &str| {
-        plan.groups
-            .iter()
-            .find(|g| g.producers.contains(&p.to_string()))
-            .unwrap()
-    };
+    let group = |p: &str| group_of(plan, p);
     let g1 = group("c1");
     assert!(g1.frozen.is_none() && !g1.pruned.is_empty(), "{g1:?}");
     assert_eq!(weight(&r, "fc", 1).dims, [16 - g1.pruned.len() as i64, 10]);
@@ -1020,15 +1027,5 @@ fn channel_pruning_through_a_shape_driven_flatten() {
             .is_some_and(|f| f.contains("channel_count")),
         "{g2:?}"
     );
-    assert!(assert_pruned_zero(&z, &oz) > 0);
-    tract_agree(&z, &r, &vopts(&[], 1)).unwrap();
-    assert!(
-        tract_agree(&m0, &z, &vopts(&[], 1)).is_err(),
-        "pruning changed nothing"
-    );
-    let dir = common::tempdir();
-    let pz = common::save(&z, dir.path(), "sf_zero");
-    let pr = common::save(&r, dir.path(), "sf_remove");
-    ort_agree(&pz, &pr, &[]).unwrap();
-    common::check_files(&[pz, pr]);
+    zero_equals_remove(&m0, &z, &oz, &r, "sf");
 }

@@ -315,7 +315,10 @@ impl DataPlan {
         let mut taken: HashSet<String> = by_loc.keys().cloned().collect();
         let mut dest_paths: HashSet<PathBuf> = HashSet::new();
         for (loc, refs) in by_loc {
-            let file = refs[0].0.clone();
+            // every entry was created by a push, so none is empty
+            let Some((file, _, _)) = refs.first().cloned() else {
+                continue;
+            };
             let one_file = refs.iter().all(|r| Arc::ptr_eq(&r.0, &file));
             let ranges: BTreeSet<(u64, u64)> = refs.iter().map(|r| (r.1, r.2)).collect();
             let unchanged = one_file && !ranges.is_empty() && &ranges == file.loaded_ranges();
