@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::ir::ops::{ConvView, GemmView};
 use crate::ir::{
-    AttrList, DataType, Graph, Model, NewNode, NodeId, OpKey, Patch, Tensor, ValRef, ValueId,
+    AttrList, DataType, Graph, Model, NewNode, NodeId, OpKey, Patch, Tensor, UseSlot, ValRef,
+    ValueDef, ValueId,
 };
 use crate::passes::quantize::calibrate::{Observer, StatsCollector, StatsOptions, TensorStats};
 use crate::passes::{Outcome, PassContext, PassReport};
@@ -311,6 +312,45 @@ fn output_tensor(g: &Graph, y: ValueId, notes: &mut Vec<String>) -> ValueId {
     y
 }
 
+/// A normalisation over the last axis: LayerNormalization, or a ReduceMean over axis -1 (a decomposed one).
+fn is_norm(g: &Graph, n: &crate::ir::Node) -> bool {
+    if n.op.is("LayerNormalization") || n.op.is("SimplifiedLayerNormalization") {
+        return true;
+    }
+    if !n.op.is("ReduceMean") {
+        return false;
+    }
+    let axes = match n.get_ints("axes") {
+        Ok(Some(a)) => Some(a),
+        _ => n
+            .input(1)
+            .and_then(|a| g.constant(a))
+            .and_then(|t| t.to_i64_vec().ok()),
+    };
+    axes.as_deref() == Some(&[-1])
+}
+
+/// The normalisation `v` reaches, directly or through at most `adds` further Adds (a residual stream): such a
+/// tensor carries the outlier channels of a transformer's residual stream, which one per-tensor 8-bit range
+/// crushes, and the normalisation then scales the crushed channels back up.
+fn reaches_norm(g: &Graph, v: ValueId, adds: usize) -> Option<String> {
+    for c in g.consumers(v) {
+        let Some(node) = g.node(c) else { continue };
+        if !node.op.is_default_domain() {
+            continue;
+        }
+        if is_norm(g, node) {
+            return Some(node.name().to_string());
+        }
+        if adds > 0 && node.op.is("Add") {
+            if let Some(found) = node.output(0).and_then(|y| reaches_norm(g, y, adds - 1)) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
 /// Find the quantisable nodes of the main graph; the others get a remark when they were candidates.
 fn select(
     g: &Graph,
@@ -436,25 +476,15 @@ fn select(
                 );
                 continue;
             }
-            "Add"
-                if node.output(0).is_some_and(|y| {
-                    g.consumers(y).iter().any(|c| {
-                        g.node(*c).is_some_and(|c| {
-                            [
-                                "LayerNormalization",
-                                "ReduceMean",
-                                "SimplifiedLayerNormalization",
-                            ]
-                            .iter()
-                            .any(|o| c.op.op_type == *o)
-                        })
-                    })
-                }) =>
-            {
+            "Add" if node.output(0).and_then(|y| reaches_norm(g, y, 1)).is_some() => {
+                let norm = node.output(0).and_then(|y| reaches_norm(g, y, 1));
                 report.remark(
                     at,
                     Outcome::Skipped,
-                    "feeds a layer normalization: a residual stream carries outlier channels a per-tensor 8-bit range crushes; left float",
+                    format!(
+                        "feeds layer normalization '{}' (through at most one more Add): a residual stream carries outlier channels a per-tensor 8-bit range crushes; left float",
+                        norm.unwrap_or_default()
+                    ),
                 );
                 continue;
             }
@@ -482,11 +512,19 @@ fn select(
                 _ => continue,
             },
             "GlobalAveragePool" | "AveragePool" => node.input(0).map(|x| (vec![x], None, None)),
-            // an embedding table: int8 with one scale (as ONNX Runtime stores it: a scale per row would cost 4
-            // bytes per vocabulary entry), the gathered rows stay float
+            // an embedding table: 8-bit in the activation type with one scale (a scale per row would cost 4
+            // bytes per vocabulary entry); the gathered rows are quantised with the table's own parameters
+            // (`table_params`), so ONNX Runtime drops the DequantizeLinear -> Gather -> QuantizeLinear around it
+            // and gathers 8-bit rows instead of dequantising the whole table on every run
             "Gather" => match node.input(0) {
-                Some(t) if is_constant(g, t) && node.get_int("axis")?.unwrap_or(0) == 0 => {
-                    Some((vec![], Some((0, t, None)), None))
+                Some(t)
+                    if is_constant(g, t)
+                        && node.get_int("axis")?.unwrap_or(0) == 0
+                        && g.constant(t).is_some_and(|c| c.dtype() == DataType::FLOAT)
+                        && g.weight(t).is_some() =>
+                {
+                    consts.push((0, t));
+                    Some((vec![], None, None))
                 }
                 _ => None,
             },
@@ -539,7 +577,15 @@ fn select(
         let mut outs = Vec::new();
         for y in node.outputs.iter().flatten() {
             if is_f32(g, *y, 0) || FLOAT_OUT.contains(&op) {
-                outs.push(output_tensor(g, *y, &mut notes));
+                let z = output_tensor(g, *y, &mut notes);
+                // (gathered rows are requantised exactly with their table's parameters: no error to avoid)
+                if let Some(norm) = reaches_norm(g, z, 2).filter(|_| op != "Gather") {
+                    notes.push(format!(
+                        "output left float: it reaches layer normalization '{norm}' through a residual Add"
+                    ));
+                    continue;
+                }
+                outs.push(z);
             }
         }
         sites.push(Site {
@@ -602,6 +648,13 @@ fn tensor_set(
 struct ActParams {
     scale: f32,
     zero_point: i32,
+}
+
+/// Per-tensor parameters of a constant stored in the activation type: its own min / max (with 0).
+fn table_params(v: &[f64], signed: bool) -> (f32, i32) {
+    let lo = v.iter().copied().fold(0f64, f64::min) as f32;
+    let hi = v.iter().copied().fold(0f64, f64::max) as f32;
+    activation_params(lo, hi, signed)
 }
 
 /// Per-channel (axis) or per-tensor symmetric int8 weight; returns (int8 tensor, scales).
@@ -671,6 +724,25 @@ fn build(
             Tensor::from_vec::<u8>("", vec![], vec![zp as u8])
         }
     };
+    // Tensors a quantised op produces: every reader goes through the pair, or ONNX Runtime cannot fuse the
+    // producer (its output must feed QuantizeLinear only).
+    let produced: BTreeSet<ValueId> = sites.iter().flat_map(|s| s.outs.iter().copied()).collect();
+    // Who reads the DequantizeLinear of an activation: the quantised ops that list it, and data-movement ops
+    // whose output reuses its parameters.
+    let mut readers: BTreeMap<ValueId, BTreeSet<NodeId>> = BTreeMap::new();
+    for s in sites {
+        for v in &s.acts {
+            readers.entry(*v).or_default().insert(s.node);
+        }
+    }
+    for (&y, src) in &set {
+        let (Some(_), ValueDef::Node(n, _)) = (src, g.value(y).def) else {
+            continue;
+        };
+        if let Some(x) = g.node(n).and_then(|n| n.input(0)) {
+            readers.entry(x).or_default().insert(n);
+        }
+    }
     // activations
     let mut pairs: BTreeMap<ValueId, ValRef> = BTreeMap::new();
     for (&v, src) in &set {
@@ -704,7 +776,21 @@ fn build(
             outputs: vec![dq],
             attrs: vec![],
         });
-        p.replace_all_uses(v, dq);
+        if produced.contains(&v) || src.is_some() {
+            p.replace_all_uses(v, dq);
+        } else {
+            // A float producer (LayerNormalization, Softmax, a graph input...): ops left float keep reading the
+            // float tensor, so they do not inherit an 8-bit error they do not need (a residual Add beside the
+            // MatMuls that read a LayerNormalization, say). The producer is not fused, so nothing is lost.
+            let quantised = readers.get(&v);
+            for u in g.uses(v).to_vec() {
+                if let UseSlot::Input(slot) = u.slot {
+                    if quantised.is_some_and(|r| r.contains(&u.node)) {
+                        p.set_input(u.node, slot as usize, Some(dq));
+                    }
+                }
+            }
+        }
         pairs.insert(v, dq);
         built.tensors += 1;
     }
@@ -870,9 +956,7 @@ fn build(
                     let wr = g.weight(c).expect("checked in select");
                     let t = g.read_weight(&wr)?.into_owned();
                     let v = t.to_f64_vec()?;
-                    let lo = v.iter().copied().fold(0f64, f64::min) as f32;
-                    let hi = v.iter().copied().fold(0f64, f64::max) as f32;
-                    let (scale, zp) = activation_params(lo, hi, signed);
+                    let (scale, zp) = table_params(&v, signed);
                     let (qmin, qmax) = if signed {
                         (-128.0, 127.0)
                     } else {
@@ -1205,6 +1289,16 @@ pub fn quantize_static(
         }
         let (scale, zero_point) = activation_params(lo, hi, signed);
         params.insert(*v, ActParams { scale, zero_point });
+    }
+    // gathered embedding rows take their table's parameters: requantising a dequantised row with them is exact
+    for s in &sites {
+        let gather = model.graph.node(s.node).is_some_and(|n| n.op.is("Gather"));
+        if let (true, Some(&(_, t)), Some(&y)) = (gather, s.consts.first(), s.outs.first()) {
+            let wr = model.graph.weight(t).expect("checked in select");
+            let v = model.graph.read_weight(&wr)?.to_f64_vec()?;
+            let (scale, zero_point) = table_params(&v, signed);
+            params.insert(y, ActParams { scale, zero_point });
+        }
     }
     // an Add whose operands' ranges differ by more than 2^8 would lose the smaller one below one 8-bit step of
     // the sum (an attention mask of -1e4 added to scores of order 1): it stays float
