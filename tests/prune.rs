@@ -1029,3 +1029,106 @@ fn channel_pruning_through_a_shape_driven_flatten() {
     );
     zero_equals_remove(&m0, &z, &oz, &r, "sf");
 }
+
+/// Grouped (not depthwise) Conv, group 4: as a consumer its input group (c1) and as a producer its output
+/// group lose the same offsets in each of the 4 blocks; the removed model keeps group = 4 with narrower
+/// blocks. Same oracle as above. A loaded plan that prunes blocks unevenly is refused, naming the conv.
+#[test]
+fn channel_pruning_grouped_conv() {
+    let mut b = GraphBuilder::new("gc");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 501);
+    let gc = conv(&mut b, c1, "gc", 24, 16, 3, 4, 502);
+    let r = b.node("Relu", &[gc], vec![], 1)[0];
+    let c3 = conv(&mut b, r, "c3", 8, 24, 1, 1, 503);
+    b.output(c3, DataType::FLOAT, &["1", "8", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let (z, oz, rm, or) = zero_and_remove(&m0, 0.3);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    assert_eq!(oz.channel.as_ref().unwrap().plan.as_ref().unwrap(), plan);
+    for (p, ch) in [("c1", 16), ("gc", 24)] {
+        let g = group_of(plan, p);
+        assert!(g.frozen.is_none() && g.blocks == 4, "{p}: {g:?}");
+        let bl = ch / 4;
+        // 30% of each block of bl channels, the same offsets in every block
+        let per = bl - onnx_rewrite::passes::prune::channel::plan::kept_count(bl, 0.3, 1);
+        assert!(per > 0);
+        assert_eq!(g.pruned.len(), 4 * per, "{p}: {g:?}");
+        let offsets: Vec<usize> = g.pruned[..per].to_vec();
+        for blk in 0..4 {
+            let here: Vec<usize> = g.pruned[blk * per..(blk + 1) * per]
+                .iter()
+                .map(|c| c - blk * bl)
+                .collect();
+            assert_eq!(here, offsets, "{p}: block {blk}");
+        }
+    }
+    let (kc1, kgc) = (
+        16 - group_of(plan, "c1").pruned.len() as i64,
+        24 - group_of(plan, "gc").pruned.len() as i64,
+    );
+    let (_, gn) = rm.graph.nodes().find(|(_, n)| n.name() == "gc").unwrap();
+    assert_eq!(gn.get_int("group").unwrap(), Some(4));
+    assert_eq!(weight(&rm, "gc", 1).dims, [kgc, kc1 / 4, 3, 3]);
+    assert_eq!(weight(&rm, "c3", 1).dims, [8, kgc, 1, 1]);
+    zero_equals_remove(&m0, &z, &oz, &rm, "gc");
+
+    // an uneven plan is a clear error naming the file and the conv
+    let dir = common::tempdir();
+    let path = dir.path().join("plan.json");
+    let mut bad = plan.clone();
+    let g = bad
+        .groups
+        .iter_mut()
+        .find(|g| g.producers.contains(&"c1".to_string()))
+        .unwrap();
+    g.pruned = vec![0];
+    std::fs::write(&path, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+    // the saved plan shows the constraint
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("\"blocks\": 4"));
+    let err = Prune::new(PruneOptions {
+        load_plan: Some(path.clone()),
+        ..channel(0.3, "remove")
+    })
+    .unwrap()
+    .prune(&mut m0.clone())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("plan.json") && err.contains("'gc'") && err.contains("4 blocks"),
+        "{err}"
+    );
+}
+
+/// A grouped Conv inside a residual block: stem -> Relu -> [grouped Conv (group 4) -> BN -> Relu -> 1x1 Conv]
+/// + stem -> Relu -> head. The residual Add ties stem and the 1x1 conv; the grouped conv reads that tied group
+/// (4 blocks) and produces its own (4 blocks). Same oracle as above.
+#[test]
+fn channel_pruning_grouped_conv_in_a_residual_block() {
+    let mut b = GraphBuilder::new("gres");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let stem = conv(&mut b, x, "stem", 16, 3, 3, 1, 601);
+    let sr = b.node("Relu", &[stem], vec![], 1)[0];
+    let gc = conv(&mut b, sr, "gc", 16, 16, 3, 4, 602);
+    let n = bn(&mut b, gc, "gbn", 16, 603);
+    let gr = b.node("Relu", &[n], vec![], 1)[0];
+    let pw = conv(&mut b, gr, "pw", 16, 16, 1, 1, 604);
+    let add = b.node("Add", &[sr, pw], vec![], 1)[0];
+    let ar = b.node("Relu", &[add], vec![], 1)[0];
+    let head = conv(&mut b, ar, "head", 8, 16, 1, 1, 605);
+    b.output(head, DataType::FLOAT, &["1", "8", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let (z, oz, rm, or) = zero_and_remove(&m0, 0.3);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let tied = group_of(plan, "stem");
+    assert!(tied.producers.contains(&"pw".to_string()), "{tied:?}");
+    assert!(tied.frozen.is_none() && tied.blocks == 4 && !tied.pruned.is_empty());
+    let g = group_of(plan, "gc");
+    assert!(g.frozen.is_none() && g.blocks == 4 && !g.pruned.is_empty());
+    let (kt, kg) = (16 - tied.pruned.len() as i64, 16 - g.pruned.len() as i64);
+    assert_eq!(weight(&rm, "gc", 1).dims, [kg, kt / 4, 3, 3]);
+    assert_eq!(weight(&rm, "pw", 1).dims, [kt, kg, 1, 1]);
+    zero_equals_remove(&m0, &z, &oz, &rm, "gres");
+}

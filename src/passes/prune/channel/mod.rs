@@ -91,11 +91,20 @@ pub(super) fn run(p: &Prune, model: &mut Model, report: &mut PassReport) -> Resu
             ),
             None => {
                 pruned_channels += gp.pruned.len();
+                let blocks = if gp.blocks > 1 {
+                    format!(
+                        " (the same {} in each of {} blocks)",
+                        gp.pruned.len() / gp.blocks,
+                        gp.blocks
+                    )
+                } else {
+                    String::new()
+                };
                 report.remark(
                     at,
                     Outcome::Applied,
                     format!(
-                        "group {}: {} of {} channels pruned",
+                        "group {}: {} of {} channels pruned{blocks}",
                         gp.id,
                         gp.pruned.len(),
                         gp.channels

@@ -1,6 +1,8 @@
 //! The plan: for each channel group, which channels go. Plain serde data (`dry_run` prints it, `plan` saves
 //! it, `load_plan` reads it back, possibly edited).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -19,8 +21,12 @@ pub struct GroupPlan {
     pub producers: Vec<String>,
     /// Why the group cannot be pruned (the node that froze it).
     pub frozen: Option<String>,
-    /// Channel ranges pruned independently (a Split cuts the group).
+    /// Channel ranges pruned independently (a Split cuts the group; a grouped conv's blocks).
     pub ranges: Vec<(usize, usize)>,
+    /// A grouped Conv reads or writes the group in this many equal blocks: the same offsets are pruned in
+    /// every block (absent when 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub blocks: usize,
     /// Channels dropped, ascending.
     pub pruned: Vec<usize>,
 }
@@ -32,6 +38,14 @@ pub struct Plan {
     pub importance: String,
     pub round_to: usize,
     pub groups: Vec<GroupPlan>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// Importance of every channel of every root group (indexed by root id).
@@ -91,10 +105,39 @@ fn ranges(a: &Analysis, root: usize) -> Vec<(usize, usize)> {
         .copied()
         .filter(|&c| c > 0 && c < gr.channels)
         .collect();
+    if gr.blocks > 1 && gr.channels % gr.blocks == 0 {
+        let bl = gr.channels / gr.blocks;
+        cuts.extend((1..gr.blocks).map(|b| b * bl));
+        cuts.sort();
+    }
     cuts.insert(0, 0);
     cuts.push(gr.channels);
     cuts.dedup();
     cuts.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// The ranges a plan chooses independently, each with the number of channels one choice drops: the group's
+/// ranges, or for a group of `blocks` > 1 (cut only at block boundaries, else the analysis froze it) block 0,
+/// each chosen offset dropping one channel per block.
+fn units(a: &Analysis, root: usize) -> (Vec<(usize, usize)>, usize) {
+    let gr = &a.groups[root];
+    if gr.blocks > 1 {
+        (vec![(0, gr.channels / gr.blocks)], gr.blocks)
+    } else {
+        (ranges(a, root), 1)
+    }
+}
+
+/// Importance of each offset of a blocked group: summed over the blocks (per channel otherwise).
+fn unit_scores(a: &Analysis, root: usize, sc: &[f64]) -> Vec<f64> {
+    let gr = &a.groups[root];
+    if gr.blocks <= 1 {
+        return sc.to_vec();
+    }
+    let bl = gr.channels / gr.blocks;
+    (0..bl)
+        .map(|j| (0..gr.blocks).map(|b| sc[b * bl + j]).sum())
+        .collect()
 }
 
 /// Kept count of a range of `len` channels at `ratio`, rounded up to a multiple of `round_to` (at most len,
@@ -109,20 +152,27 @@ pub fn make(p: &Prune, g: &Graph, a: &Analysis) -> Result<Plan> {
     let sc = scores(p, g, a)?;
     let mut groups = Vec::new();
     let roots = a.roots();
+    // per root: offset scores (summed over blocks for a blocked group)
+    let us: HashMap<usize, Vec<f64>> = roots
+        .iter()
+        .map(|&r| (r, unit_scores(a, r, &sc[r])))
+        .collect();
     // global: one threshold on importance normalised by each group's mean
-    let mut drop_count: std::collections::HashMap<(usize, usize), usize> = Default::default();
+    let mut drop_count: HashMap<(usize, usize), usize> = Default::default();
     if p.global {
-        let mut all: Vec<(f64, usize, usize, usize)> = Vec::new(); // (score, root, range idx, ch)
+        let mut all: Vec<(f64, usize, usize, usize)> = Vec::new(); // (score, root, unit idx, offset)
         let mut total = 0;
         for &r in &roots {
             if a.groups[r].frozen.is_some() {
                 continue;
             }
-            let mean = sc[r].iter().sum::<f64>() / sc[r].len().max(1) as f64;
-            for (k, (lo, hi)) in ranges(a, r).into_iter().enumerate() {
-                total += hi - lo;
+            let (rs, weight) = units(a, r);
+            let u = &us[&r];
+            let mean = u.iter().sum::<f64>() / u.len().max(1) as f64;
+            for (k, (lo, hi)) in rs.into_iter().enumerate() {
+                total += (hi - lo) * weight;
                 for ch in lo..hi {
-                    let v = if mean > 0.0 { sc[r][ch] / mean } else { 0.0 };
+                    let v = if mean > 0.0 { u[ch] / mean } else { 0.0 };
                     all.push((v, r, k, ch));
                 }
             }
@@ -134,18 +184,20 @@ pub fn make(p: &Prune, g: &Graph, a: &Analysis) -> Result<Plan> {
             if taken >= target {
                 break;
             }
-            let (lo, hi) = ranges(a, r)[k];
+            let (rs, weight) = units(a, r);
+            let (lo, hi) = rs[k];
             let len = hi - lo;
             let e = drop_count.entry((r, k)).or_default();
             if len - *e > 1 {
                 *e += 1;
-                taken += 1;
+                taken += weight;
             }
         }
     }
     for &r in &roots {
         let gr = &a.groups[r];
-        let rs = ranges(a, r);
+        let (rs, _) = units(a, r);
+        let u = &us[&r];
         let mut pruned = Vec::new();
         if gr.frozen.is_none() {
             for (k, &(lo, hi)) in rs.iter().enumerate() {
@@ -157,8 +209,16 @@ pub fn make(p: &Prune, g: &Graph, a: &Analysis) -> Result<Plan> {
                     kept_count(len, p.ratio, p.round_to)
                 };
                 let mut idx: Vec<usize> = (lo..hi).collect();
-                idx.sort_by(|&x, &y| sc[r][x].total_cmp(&sc[r][y]).then(x.cmp(&y)));
+                idx.sort_by(|&x, &y| u[x].total_cmp(&u[y]).then(x.cmp(&y)));
                 pruned.extend_from_slice(&idx[..len - keep]);
+            }
+            if gr.blocks > 1 {
+                // the same offsets in every block
+                let bl = gr.channels / gr.blocks;
+                let offsets = std::mem::take(&mut pruned);
+                for b in 0..gr.blocks {
+                    pruned.extend(offsets.iter().map(|o| b * bl + o));
+                }
             }
         }
         pruned.sort();
@@ -171,7 +231,8 @@ pub fn make(p: &Prune, g: &Graph, a: &Analysis) -> Result<Plan> {
                 .map(|n| g.node(*n).map(|n| n.name().to_string()).unwrap_or_default())
                 .collect(),
             frozen: gr.frozen.clone(),
-            ranges: rs,
+            ranges: ranges(a, r),
+            blocks: gr.blocks,
             pruned,
         });
     }
@@ -220,6 +281,25 @@ pub fn check(plan: &Plan, a: &Analysis, file: &str) -> Result<()> {
                 return Err(bad(format!(
                     "group {r}: channel {c} is out of range or repeated"
                 )));
+            }
+        }
+        if gp.blocks != gr.blocks {
+            return Err(bad(format!(
+                "group {r}: blocks is {}, the model's grouped convs need {}",
+                gp.blocks, gr.blocks
+            )));
+        }
+        if gr.blocks > 1 && gr.frozen.is_none() {
+            let bl = gr.channels / gr.blocks;
+            for &c in &gp.pruned {
+                if let Some(b) = (0..gr.blocks).find(|b| !seen.contains(&(b * bl + c % bl))) {
+                    return Err(bad(format!(
+                        "group {r}: channel {c} is pruned but channel {} is not: a grouped conv ('{}') needs the same offsets pruned in each of its {} blocks of {bl}",
+                        b * bl + c % bl,
+                        gr.blocks_by.as_deref().unwrap_or(""),
+                        gr.blocks
+                    )));
+                }
             }
         }
         for (lo, hi) in ranges(a, r) {
