@@ -1132,3 +1132,267 @@ fn channel_pruning_grouped_conv_in_a_residual_block() {
     assert_eq!(weight(&rm, "pw", 1).dims, [kt, kg, 1, 1]);
     zero_equals_remove(&m0, &z, &oz, &rm, "gres");
 }
+
+/// Weight `slot` of the node named `node` in any graph of `m` (main graph or a body), with its op and `group`.
+fn weight_anywhere(m: &Model, node: &str, slot: usize) -> Option<(String, Tensor)> {
+    let mut found = None;
+    m.graph.walk(&mut |g| {
+        if found.is_some() {
+            return;
+        }
+        if let Some((_, n)) = g.nodes().find(|(_, n)| n.name() == node) {
+            let t = n
+                .input(slot)
+                .and_then(|v| g.constant(v))
+                .map(|t| t.into_owned());
+            found = t.map(|t| (n.op.op_type.clone(), t));
+        }
+    });
+    found
+}
+
+/// In the zeroed model, each pruned group's producers (in whichever graph) have their pruned output channels
+/// exactly zero (weight and bias); the number of channels checked.
+fn assert_pruned_zero_anywhere(zeroed: &Model, out: &PruneOutcome) -> usize {
+    let plan = out.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let mut checked = 0;
+    for gp in plan.groups.iter().filter(|g| !g.pruned.is_empty()) {
+        for prod in &gp.producers {
+            let (op, w) = weight_anywhere(zeroed, prod, 1).unwrap();
+            assert_eq!(op, "Conv", "{prod}");
+            let sums = w
+                .reduce_axis(0, onnx_rewrite::ir::tensor::axis::Reduction::AbsSum)
+                .unwrap();
+            let bias = weight_anywhere(zeroed, prod, 2).map(|(_, b)| b.to_f64_vec().unwrap());
+            for &c in &gp.pruned {
+                assert_eq!(sums[c], 0.0, "{prod}: channel {c} not zero");
+                if let Some(b) = &bias {
+                    assert_eq!(b[c], 0.0, "{prod}: bias {c}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+/// The oracle for models with If: pruned channels exactly zero, ONNX Runtime outputs of the removed model equal
+/// the zeroed one's for each input set of `runs` (ort_equal.py arguments, e.g. one per branch), pruning changed
+/// the outputs for at least one, both files pass the checker.
+fn zero_equals_remove_ort(
+    m0: &Model,
+    z: &Model,
+    oz: &PruneOutcome,
+    r: &Model,
+    tag: &str,
+    runs: &[&[&str]],
+) {
+    assert!(assert_pruned_zero_anywhere(z, oz) > 0);
+    let dir = common::tempdir();
+    let p0 = common::save(m0, dir.path(), &format!("{tag}_orig"));
+    let pz = common::save(z, dir.path(), &format!("{tag}_zero"));
+    let pr = common::save(r, dir.path(), &format!("{tag}_remove"));
+    let mut changed = false;
+    for run in runs {
+        ort_agree(&pz, &pr, run).unwrap_or_else(|e| panic!("{tag} {run:?}: {e}"));
+        changed |= ort_agree(&p0, &pz, run).is_err();
+    }
+    assert!(changed, "{tag}: pruning changed nothing");
+    common::check_files(&[pz, pr]);
+}
+
+/// A `Constant` node named `name` holding `dims` test values.
+fn const_node(b: &mut GraphBuilder, name: &str, dims: Vec<i64>, salt: u64) -> ValueId {
+    let n = dims.iter().product::<i64>() as usize;
+    b.named_node(
+        name,
+        OpKey::onnx("Constant"),
+        &[],
+        &[format!("{name}_out").as_str()],
+        vec![Attribute::tensor(
+            "value",
+            Tensor::from_f32("", dims, &common::vals(n, salt)),
+        )],
+    )[0]
+}
+
+/// Channel pruning inside If bodies. Main: c0 = Relu(Conv(x)) read by the then branch (frozen: captured,
+/// naming the If); If -> m1 Conv -> Relu -> m2 Conv -> y (m1 pruned). Then branch: t1 Conv (weight in a body
+/// Constant, reading the captured c0) -> Relu -> t2 Conv (pruned group t1; t2's group reaches the body output:
+/// frozen naming t2). Else branch: e1 Conv whose weight is a main-graph initializer (left alone: no producer)
+/// -> Relu -> e2 Conv -> Relu -> e3 Conv (group e2 pruned). Oracle on both branches in ONNX Runtime.
+#[test]
+fn channel_pruning_in_if_bodies() {
+    let mut b = GraphBuilder::new("main");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let cond = b.input("cond", DataType::BOOL, &[]);
+    let c0 = conv(&mut b, x, "c0", 6, 3, 3, 1, 701);
+    let r0 = b.node("Relu", &[c0], vec![], 1)[0];
+    init(&mut b, "e1_w", vec![10, 3, 3, 3], 702);
+    let mut t = GraphBuilder::new("then_branch");
+    let tr0 = t.outer(b.graph().value_name(r0));
+    let tw1 = const_node(&mut t, "t1_w", vec![12, 6, 3, 3], 703);
+    let tb1 = const_node(&mut t, "t1_b", vec![12], 704);
+    let t1 = nn(
+        &mut t,
+        "t1",
+        "Conv",
+        &[tr0, tw1, tb1],
+        vec![Attribute::ints("pads", vec![1; 4])],
+    );
+    let tr = nn(&mut t, "t_relu", "Relu", &[t1], vec![]);
+    let tw2 = const_node(&mut t, "t2_w", vec![8, 12, 1, 1], 705);
+    let t2 = nn(&mut t, "t2", "Conv", &[tr, tw2], vec![]);
+    t.output(t2, DataType::FLOAT, &["1", "8", "8", "8"]);
+    let mut e = GraphBuilder::new("else_branch");
+    let ex = e.outer("x");
+    let ew1 = e.outer("e1_w");
+    let e1 = nn(
+        &mut e,
+        "e1",
+        "Conv",
+        &[ex, ew1],
+        vec![Attribute::ints("pads", vec![1; 4])],
+    );
+    let er1 = nn(&mut e, "e_relu1", "Relu", &[e1], vec![]);
+    let ew2 = const_node(&mut e, "e2_w", vec![16, 10, 1, 1], 706);
+    let e2 = nn(&mut e, "e2", "Conv", &[er1, ew2], vec![]);
+    let er2 = nn(&mut e, "e_relu2", "Relu", &[e2], vec![]);
+    let ew3 = const_node(&mut e, "e3_w", vec![8, 16, 1, 1], 707);
+    let e3 = nn(&mut e, "e3", "Conv", &[er2, ew3], vec![]);
+    e.output(e3, DataType::FLOAT, &["1", "8", "8", "8"]);
+    let y = b.named_node(
+        "if",
+        OpKey::onnx("If"),
+        &[Some(cond)],
+        &["if_out"],
+        vec![
+            Attribute::graph("then_branch", t.build()),
+            Attribute::graph("else_branch", e.build()),
+        ],
+    )[0];
+    let m1 = conv(&mut b, y, "m1", 12, 8, 3, 1, 708);
+    let mr = b.node("Relu", &[m1], vec![], 1)[0];
+    let m2 = conv(&mut b, mr, "m2", 4, 12, 1, 1, 709);
+    b.output(m2, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let dir = common::tempdir();
+    // a save / load round trip records which outer values the branches capture
+    let m0 = io::load(&common::save(&model(b.build(), 13), dir.path(), "if")).unwrap();
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let group = |p: &str| group_of(plan, p);
+    for (p, graph) in [
+        ("m1", ""),
+        ("t1", "if/then_branch"),
+        ("e2", "if/else_branch"),
+    ] {
+        let g = group(p);
+        assert!(g.frozen.is_none() && !g.pruned.is_empty(), "{p}: {g:?}");
+        assert_eq!(g.graph, graph, "{p}");
+    }
+    let frozen = |p: &str, why: &str| {
+        let g = group(p);
+        assert!(
+            g.frozen.as_deref().is_some_and(|f| f.contains(why)),
+            "{p}: {g:?}"
+        );
+    };
+    frozen("c0", "subgraph of node 'if'");
+    frozen("t2", "from node 't2'");
+    frozen("e3", "output of the body 'if/else_branch'");
+    // e1 reads its weight from the main graph: no producer, and the main-graph weight is untouched
+    assert!(plan
+        .groups
+        .iter()
+        .all(|g| !g.producers.contains(&"e1".to_string())));
+    assert_eq!(weight(&r, "c0", 1).dims, [6, 3, 3, 3]);
+    let kt = 12 - group("t1").pruned.len() as i64;
+    let ke = 16 - group("e2").pruned.len() as i64;
+    assert_eq!(weight_anywhere(&r, "t2", 1).unwrap().1.dims, [8, kt, 1, 1]);
+    assert_eq!(weight_anywhere(&r, "e3", 1).unwrap().1.dims, [8, ke, 1, 1]);
+    assert_eq!(
+        r.graph
+            .constant(r.graph.value_by_name("e1_w").unwrap())
+            .unwrap()
+            .dims,
+        [10, 3, 3, 3]
+    );
+    zero_equals_remove_ort(
+        &m0,
+        &z,
+        &oz,
+        &r,
+        "if",
+        &[&["--fill", "cond=1"], &["--fill", "cond=0"]],
+    );
+}
+
+/// silero_vad_spox: the main graph is one If on the sample rate; each branch holds an STFT Conv and a Conv ->
+/// Relu encoder stack, then an LSTM decoder in nested Ifs. Structured pruning works inside the branches: the
+/// encoder groups whose consumers are Convs of the same body are pruned; the STFT group (its real and imaginary
+/// halves combined by slices), the last encoder group (read inside a nested If) and the decoder freeze.
+/// Oracle in ONNX Runtime on both branches (16 kHz with 512 samples, 8 kHz with 256).
+#[test]
+fn channel_pruning_silero_vad_spox() {
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(m, _)| m.name == "silero_vad_spox")
+        .unwrap();
+    let m0 = io::load(&path).unwrap();
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
+    let s = or.channel.as_ref().unwrap();
+    let plan = s.plan.as_ref().unwrap();
+    let pruned: Vec<&GroupPlan> = plan
+        .groups
+        .iter()
+        .filter(|g| !g.pruned.is_empty())
+        .collect();
+    let mut summary = String::new();
+    for g in &plan.groups {
+        summary += &format!(
+            "{} {:?}: {} of {} pruned; frozen: {:?}\n",
+            g.graph,
+            g.producers,
+            g.pruned.len(),
+            g.channels,
+            g.frozen
+        );
+    }
+    eprintln!(
+        "{summary}params {} -> {}",
+        s.params_total_before, s.params_total_after
+    );
+    // both branches (8 kHz and 16 kHz) have their encoder pruned
+    for branch in ["If_0/then_branch", "If_0/else_branch"] {
+        assert!(
+            pruned.iter().filter(|g| g.graph == branch).count() >= 2,
+            "{branch}:\n{summary}"
+        );
+    }
+    assert!(s.params_total_after < s.params_total_before);
+    zero_equals_remove_ort(
+        &m0,
+        &z,
+        &oz,
+        &r,
+        "silero_spox",
+        &[
+            &[
+                "--fill",
+                "sr=16000",
+                "--shape",
+                "input=1,512",
+                "--shape",
+                "state=2,1,128",
+            ],
+            &[
+                "--fill",
+                "sr=8000",
+                "--shape",
+                "input=1,256",
+                "--shape",
+                "state=2,1,128",
+            ],
+        ],
+    );
+}

@@ -1459,8 +1459,12 @@ fn x_only_layout(ins: &[Option<Layout>]) -> bool {
     ins.first().is_some_and(|l| l.is_some()) && ins.iter().skip(1).all(|l| l.is_none())
 }
 
-/// Analyse the main graph `g` (ai.onnx opset `opset`).
-pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
+/// Analyse graph `g` (ai.onnx opset `opset`): the main graph (`display` empty) or the body at `display`
+/// (`if_0/then_branch`), whose outputs are boundaries. Values a body reads from an enclosing graph carry no
+/// layout here (they are unknown operands: a node combining them with channels freezes), and weights it reads
+/// from an enclosing graph are not constants here (their readers are no producers and freeze what they read):
+/// editing such a weight would change it for every reader in every branch.
+pub fn analyse(g: &Graph, opset: i64, display: &str) -> Result<Analysis> {
     let mut w = Walker {
         g,
         opset,
@@ -1474,12 +1478,35 @@ pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
     // values that leave the graph or are read by a subgraph
     let mut values: Vec<(ValueId, Layout)> = w.lay.iter().map(|(v, l)| (*v, l.clone())).collect();
     values.sort_by_key(|(v, _)| *v);
+    let producer_name = |v: ValueId| {
+        g.producer(v)
+            .map(|(_, n)| n.name().to_string())
+            .unwrap_or_default()
+    };
+    let capturer = |v: ValueId| {
+        g.uses(v)
+            .iter()
+            .find(|u| u.slot == UseSlot::Capture)
+            .and_then(|u| g.node(u.node))
+            .map(|n| n.name().to_string())
+    };
     for (v, l) in &values {
         if g.is_output(*v) {
-            let why = format!("value '{}' is a graph output", g.value_name(*v));
+            let why = if display.is_empty() {
+                format!("value '{}' is a graph output", g.value_name(*v))
+            } else {
+                format!(
+                    "value '{}' (from node '{}') is an output of the body '{display}'",
+                    g.value_name(*v),
+                    producer_name(*v)
+                )
+            };
             w.a.freeze(l, &why);
-        } else if g.uses(*v).iter().any(|u| u.slot == UseSlot::Capture) {
-            let why = format!("value '{}' is read inside a subgraph", g.value_name(*v));
+        } else if let Some(owner) = capturer(*v) {
+            let why = format!(
+                "value '{}' is read inside a subgraph of node '{owner}'",
+                g.value_name(*v)
+            );
             w.a.freeze(l, &why);
         }
     }
