@@ -1327,72 +1327,71 @@ fn channel_pruning_in_if_bodies() {
     );
 }
 
-/// silero_vad_spox: the main graph is one If on the sample rate; each branch holds an STFT Conv and a Conv ->
-/// Relu encoder stack, then an LSTM decoder in nested Ifs. Structured pruning works inside the branches: the
-/// encoder groups whose consumers are Convs of the same body are pruned; the STFT group (its real and imaginary
-/// halves combined by slices), the last encoder group (read inside a nested If) and the decoder freeze.
-/// Oracle in ONNX Runtime on both branches (16 kHz with 512 samples, 8 kHz with 256).
+/// The silero VAD models. silero_vad_spox: the main graph is one If on the sample rate; each branch holds an
+/// STFT Conv and a Conv -> Relu encoder stack, then an LSTM decoder in nested Ifs. Structured pruning works
+/// inside the branches: the encoder groups whose consumers are Convs of the same body are pruned; the STFT
+/// group (its real and imaginary halves combined by slices), the last encoder group (read inside a nested If)
+/// and the decoder freeze. silero_vad_16k_op15 has the same encoder in its main graph (LSTM in the bodies).
+/// Oracle in ONNX Runtime on each branch the model serves (16 kHz with 512 samples, 8 kHz with 256).
 #[test]
-fn channel_pruning_silero_vad_spox() {
-    let (_, path) = common::real_models()
-        .into_iter()
-        .find(|(m, _)| m.name == "silero_vad_spox")
-        .unwrap();
-    let m0 = io::load(&path).unwrap();
-    let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
-    let s = or.channel.as_ref().unwrap();
-    let plan = s.plan.as_ref().unwrap();
-    let pruned: Vec<&GroupPlan> = plan
-        .groups
-        .iter()
-        .filter(|g| !g.pruned.is_empty())
-        .collect();
-    let mut summary = String::new();
-    for g in &plan.groups {
-        summary += &format!(
-            "{} {:?}: {} of {} pruned; frozen: {:?}\n",
-            g.graph,
-            g.producers,
-            g.pruned.len(),
-            g.channels,
-            g.frozen
+fn channel_pruning_silero_vad() {
+    let k16: &[&str] = &[
+        "--fill",
+        "sr=16000",
+        "--shape",
+        "input=1,512",
+        "--shape",
+        "state=2,1,128",
+    ];
+    let k8: &[&str] = &[
+        "--fill",
+        "sr=8000",
+        "--shape",
+        "input=1,256",
+        "--shape",
+        "state=2,1,128",
+    ];
+    for (name, branches, runs) in [
+        (
+            "silero_vad_spox",
+            &["If_0/then_branch", "If_0/else_branch"][..],
+            &[k16, k8][..],
+        ),
+        ("silero_vad_16k_op15", &[""][..], &[k16][..]),
+    ] {
+        let (_, path) = common::real_models()
+            .into_iter()
+            .find(|(m, _)| m.name == name)
+            .unwrap();
+        let m0 = io::load(&path).unwrap();
+        let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
+        let s = or.channel.as_ref().unwrap();
+        let plan = s.plan.as_ref().unwrap();
+        let mut summary = String::new();
+        for g in &plan.groups {
+            summary += &format!(
+                "{} {:?}: {} of {} pruned; frozen: {:?}\n",
+                g.graph,
+                g.producers,
+                g.pruned.len(),
+                g.channels,
+                g.frozen
+            );
+        }
+        eprintln!(
+            "{name}:\n{summary}params {} -> {}",
+            s.params_total_before, s.params_total_after
         );
+        // the encoder is pruned in every graph that holds one (both branches of spox: 8 kHz and 16 kHz)
+        for branch in branches {
+            let n = plan
+                .groups
+                .iter()
+                .filter(|g| g.graph == *branch && !g.pruned.is_empty())
+                .count();
+            assert!(n >= 2, "{name} '{branch}':\n{summary}");
+        }
+        assert!(s.params_total_after < s.params_total_before);
+        zero_equals_remove_ort(&m0, &z, &oz, &r, name, runs);
     }
-    eprintln!(
-        "{summary}params {} -> {}",
-        s.params_total_before, s.params_total_after
-    );
-    // both branches (8 kHz and 16 kHz) have their encoder pruned
-    for branch in ["If_0/then_branch", "If_0/else_branch"] {
-        assert!(
-            pruned.iter().filter(|g| g.graph == branch).count() >= 2,
-            "{branch}:\n{summary}"
-        );
-    }
-    assert!(s.params_total_after < s.params_total_before);
-    zero_equals_remove_ort(
-        &m0,
-        &z,
-        &oz,
-        &r,
-        "silero_spox",
-        &[
-            &[
-                "--fill",
-                "sr=16000",
-                "--shape",
-                "input=1,512",
-                "--shape",
-                "state=2,1,128",
-            ],
-            &[
-                "--fill",
-                "sr=8000",
-                "--shape",
-                "input=1,256",
-                "--shape",
-                "state=2,1,128",
-            ],
-        ],
-    );
 }
