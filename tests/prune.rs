@@ -1220,7 +1220,10 @@ fn const_node(b: &mut GraphBuilder, name: &str, dims: Vec<i64>, salt: u64) -> Va
 /// naming the If); If -> m1 Conv -> Relu -> m2 Conv -> y (m1 pruned). Then branch: t1 Conv (weight in a body
 /// Constant, reading the captured c0) -> Relu -> t2 Conv (pruned group t1; t2's group reaches the body output:
 /// frozen naming t2). Else branch: e1 Conv whose weight is a main-graph initializer (left alone: no producer)
-/// -> Relu -> e2 Conv -> Relu -> e3 Conv (group e2 pruned). Oracle on both branches in ONNX Runtime.
+/// -> Relu -> e2 Conv -> Relu -> e3 Conv (group e2 pruned). A second If output: t3 Conv reading t1's group
+/// (then), e5 Conv -> Relu -> e6 Conv reading main's m2 weight (else): e5's group freezes (e6's weight is not
+/// the body's to edit), and m2, whose input channels go, gets its own sliced copy while the shared original
+/// stays whole for e6. Oracle on both branches in ONNX Runtime.
 #[test]
 fn channel_pruning_in_if_bodies() {
     let mut b = GraphBuilder::new("main");
@@ -1243,7 +1246,10 @@ fn channel_pruning_in_if_bodies() {
     let tr = nn(&mut t, "t_relu", "Relu", &[t1], vec![]);
     let tw2 = const_node(&mut t, "t2_w", vec![8, 12, 1, 1], 705);
     let t2 = nn(&mut t, "t2", "Conv", &[tr, tw2], vec![]);
+    let tw3 = const_node(&mut t, "t3_w", vec![4, 12, 1, 1], 710);
+    let t3 = nn(&mut t, "t3", "Conv", &[tr, tw3], vec![]);
     t.output(t2, DataType::FLOAT, &["1", "8", "8", "8"]);
+    t.output(t3, DataType::FLOAT, &["1", "4", "8", "8"]);
     let mut e = GraphBuilder::new("else_branch");
     let ex = e.outer("x");
     let ew1 = e.outer("e1_w");
@@ -1260,21 +1266,28 @@ fn channel_pruning_in_if_bodies() {
     let er2 = nn(&mut e, "e_relu2", "Relu", &[e2], vec![]);
     let ew3 = const_node(&mut e, "e3_w", vec![8, 16, 1, 1], 707);
     let e3 = nn(&mut e, "e3", "Conv", &[er2, ew3], vec![]);
+    let ew5 = const_node(&mut e, "e5_w", vec![12, 3, 1, 1], 711);
+    let e5 = nn(&mut e, "e5", "Conv", &[ex, ew5], vec![]);
+    let er5 = nn(&mut e, "e_relu5", "Relu", &[e5], vec![]);
+    let em2 = e.outer("m2_w");
+    let e6 = nn(&mut e, "e6", "Conv", &[er5, em2], vec![]);
     e.output(e3, DataType::FLOAT, &["1", "8", "8", "8"]);
-    let y = b.named_node(
+    e.output(e6, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let ys = b.named_node(
         "if",
         OpKey::onnx("If"),
         &[Some(cond)],
-        &["if_out"],
+        &["if_out", "if_out2"],
         vec![
             Attribute::graph("then_branch", t.build()),
             Attribute::graph("else_branch", e.build()),
         ],
-    )[0];
-    let m1 = conv(&mut b, y, "m1", 12, 8, 3, 1, 708);
+    );
+    let m1 = conv(&mut b, ys[0], "m1", 12, 8, 3, 1, 708);
     let mr = b.node("Relu", &[m1], vec![], 1)[0];
     let m2 = conv(&mut b, mr, "m2", 4, 12, 1, 1, 709);
     b.output(m2, DataType::FLOAT, &["1", "4", "8", "8"]);
+    b.output(ys[1], DataType::FLOAT, &["1", "4", "8", "8"]);
     let dir = common::tempdir();
     // a save / load round trip records which outer values the branches capture
     let m0 = io::load(&common::save(&model(b.build(), 13), dir.path(), "if")).unwrap();
@@ -1300,6 +1313,20 @@ fn channel_pruning_in_if_bodies() {
     frozen("c0", "subgraph of node 'if'");
     frozen("t2", "from node 't2'");
     frozen("e3", "output of the body 'if/else_branch'");
+    frozen(
+        "e5",
+        "node 'e6' (Conv) has no constant weight (it reads its weight from an enclosing graph",
+    );
+    // the shared main-graph weight stays whole for the else branch; m2 reads a sliced copy
+    let km = 12 - group("m1").pruned.len() as i64;
+    assert_eq!(weight(&r, "m2", 1).dims, [4, km, 1, 1]);
+    assert_eq!(
+        r.graph
+            .constant(r.graph.value_by_name("m2_w").unwrap())
+            .unwrap()
+            .dims,
+        [4, 12, 1, 1]
+    );
     // e1 reads its weight from the main graph: no producer, and the main-graph weight is untouched
     assert!(plan
         .groups
@@ -1393,5 +1420,73 @@ fn channel_pruning_silero_vad() {
         }
         assert!(s.params_total_after < s.params_total_before);
         zero_equals_remove_ort(&m0, &z, &oz, &r, name, runs);
+    }
+}
+
+/// Grouped convs the block constraint cannot serve freeze the group they read, naming the conv: a Split that
+/// cuts a block (c1: read whole by a group-4 conv and split 6 + 10), a grouped conv reading one Split output
+/// (c2), a depthwise conv with a channel multiplier (c3: blocks of one input channel).
+#[test]
+fn channel_pruning_grouped_conv_freezes() {
+    let mut b = GraphBuilder::new("gf");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let mut outs = Vec::new();
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 801);
+    outs.push(conv(&mut b, c1, "gc1", 8, 16, 3, 4, 802));
+    let s610 = b.initializer(Tensor::from_i64("s610", vec![2], &[6, 10]));
+    let sp = b.named_node(
+        "split1",
+        OpKey::onnx("Split"),
+        &[Some(c1), Some(s610)],
+        &["split1_a", "split1_b"],
+        vec![Attribute::int("axis", 1)],
+    );
+    outs.push(conv(&mut b, sp[0], "sa", 4, 6, 1, 1, 803));
+    outs.push(conv(&mut b, sp[1], "sa2", 4, 10, 1, 1, 809));
+    let c2 = conv(&mut b, x, "c2", 8, 3, 3, 1, 804);
+    let s44 = b.initializer(Tensor::from_i64("s44", vec![2], &[4, 4]));
+    let sp2 = b.named_node(
+        "split2",
+        OpKey::onnx("Split"),
+        &[Some(c2), Some(s44)],
+        &["split2_a", "split2_b"],
+        vec![Attribute::int("axis", 1)],
+    );
+    outs.push(conv(&mut b, sp2[0], "gc2", 4, 4, 3, 2, 805));
+    outs.push(conv(&mut b, sp2[1], "sb", 4, 4, 1, 1, 806));
+    let c3 = conv(&mut b, x, "c3", 4, 3, 3, 1, 807);
+    let wm = init(&mut b, "dwm_w", vec![8, 1, 3, 3], 808);
+    outs.push(nn(
+        &mut b,
+        "dwm",
+        "Conv",
+        &[c3, wm],
+        vec![
+            Attribute::ints("pads", vec![1; 4]),
+            Attribute::int("group", 4),
+        ],
+    ));
+    for o in outs {
+        b.output(o, DataType::FLOAT, &["1", "?", "8", "8"]);
+    }
+    let mut m = model(b.build(), 13);
+    let out = prune(
+        &mut m,
+        PruneOptions {
+            dry_run: true,
+            ..channel(0.3, "remove")
+        },
+    );
+    let plan = out.channel.unwrap().plan.unwrap();
+    for (p, why) in [
+        ("c1", "node 'gc1' (grouped Conv) needs the same channels pruned in each of 4 blocks, but a Split / Slice cuts the group at channel 6"),
+        ("c2", "node 'gc2' (Conv) is a grouped convolution reading part of a channel group"),
+        ("c3", "node 'dwm' (grouped Conv) splits the 4 channels into 4 blocks of fewer than two"),
+    ] {
+        let g = group_of(&plan, p);
+        assert!(
+            g.frozen.as_deref().is_some_and(|f| f.contains(why)),
+            "{p}: {g:?}"
+        );
     }
 }

@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::error::Result;
 use crate::ir::ops::{IntsArg, SplitView, SqueezeView};
-use crate::ir::{AttrList, DimValue, Graph, Node, NodeId, UseSlot, ValueId};
+use crate::ir::{AttrList, DimValue, Graph, Node, NodeId, UseSlot, ValueDef, ValueId};
 
 /// `len` channels of group `group` starting at channel `start`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -494,7 +494,17 @@ impl<'a> Walker<'a> {
                     let w = self.cst(node.input(1));
                     let wd = w.as_ref().and_then(|w| uz(&w.dims));
                     let Some(wd) = wd.filter(|d| d.len() >= 3 && x_only) else {
-                        self.freeze_all(node, not_understood("has no constant weight"));
+                        let outer = node
+                            .input(1)
+                            .is_some_and(|v| self.g.value(v).def == ValueDef::Outer);
+                        self.freeze_all(
+                            node,
+                            not_understood(if outer {
+                                "has no constant weight (it reads its weight from an enclosing graph, not edited from a body)"
+                            } else {
+                                "has no constant weight"
+                            }),
+                        );
                         return Ok(());
                     };
                     let c = l.channels();
