@@ -566,8 +566,13 @@ fn real_models_channel_and_nm() {
                 if pruned > 0 {
                     changed += 1;
                 }
+                let oracle = if meta.name.starts_with("silero") {
+                    "oracle in channel_pruning_silero_vad"
+                } else {
+                    "not run here"
+                };
                 summary += &format!(
-                    "{}: {} groups, {pruned} channels removed (not run here)\n",
+                    "{}: {} groups, {pruned} channels removed ({oracle})\n",
                     meta.name,
                     plan.groups.len()
                 );
@@ -1072,6 +1077,29 @@ fn channel_pruning_grouped_conv() {
     assert_eq!(weight(&rm, "gc", 1).dims, [kgc, kc1 / 4, 3, 3]);
     assert_eq!(weight(&rm, "c3", 1).dims, [8, kgc, 1, 1]);
     zero_equals_remove(&m0, &z, &oz, &rm, "gc");
+
+    // one global ranking keeps the blocks aligned too
+    let global = |mode: &str| PruneOptions {
+        global: true,
+        ..channel(0.4, mode)
+    };
+    let (mut gz, mut gr) = (m0.clone(), m0.clone());
+    let ogz = prune(&mut gz, global("zero"));
+    prune(&mut gr, global("remove"));
+    let gplan = ogz.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    for p in ["c1", "gc"] {
+        let g = group_of(gplan, p);
+        let bl = g.channels / 4;
+        assert_eq!(g.pruned.len() % 4, 0, "{p}: {g:?}");
+        for &c in &g.pruned {
+            assert!(
+                (0..4).all(|b| g.pruned.contains(&(b * bl + c % bl))),
+                "{p}: {g:?}"
+            );
+        }
+    }
+    assert!(gplan.groups.iter().any(|g| !g.pruned.is_empty()));
+    zero_equals_remove(&m0, &gz, &ogz, &gr, "gc_global");
 
     // an uneven plan is a clear error naming the file and the conv
     let dir = common::tempdir();
