@@ -1518,3 +1518,35 @@ fn channel_pruning_grouped_conv_freezes() {
         );
     }
 }
+
+/// One group read by two grouped convs (group 2 and group 4): the plan keeps it aligned on 4 blocks (the lcm),
+/// which also keeps the 2 blocks of the group-2 conv equal. Same oracle as above.
+#[test]
+fn channel_pruning_two_grouped_readers_take_the_lcm() {
+    let mut b = GraphBuilder::new("g24");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 901);
+    let r1 = b.node("Relu", &[c1], vec![], 1)[0];
+    let ga = conv(&mut b, r1, "ga", 8, 16, 3, 2, 902);
+    let gb = conv(&mut b, r1, "gb", 8, 16, 3, 4, 903);
+    let add = b.node("Add", &[ga, gb], vec![], 1)[0];
+    let r2 = b.node("Relu", &[add], vec![], 1)[0];
+    let head = conv(&mut b, r2, "head", 4, 8, 1, 1, 904);
+    b.output(head, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.5);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let g = group_of(plan, "c1");
+    assert_eq!(g.blocks, 4, "{g:?}");
+    assert_eq!(g.pruned.len(), 8, "{g:?}");
+    // ga and gb are tied by the Add: their group is written in 2 and 4 blocks, so 4
+    let t = group_of(plan, "ga");
+    assert!(
+        t.producers.contains(&"gb".to_string()) && t.blocks == 4,
+        "{t:?}"
+    );
+    let (k1, kt) = (16 - g.pruned.len() as i64, 8 - t.pruned.len() as i64);
+    assert_eq!(weight(&r, "ga", 1).dims, [kt, k1 / 2, 3, 3]);
+    assert_eq!(weight(&r, "gb", 1).dims, [kt, k1 / 4, 3, 3]);
+    zero_equals_remove(&m0, &z, &oz, &r, "g24");
+}
