@@ -381,7 +381,7 @@ impl<'a> Walker<'a> {
                     return Ok(None);
                 }
                 // a depthwise-like conv (one output channel per group) has nothing to prune per block
-                if group > 1 && (d[0] % group != 0 || d[0] / group < 2) {
+                if group > 1 && (!d[0].is_multiple_of(group) || d[0] / group < 2) {
                     return Ok(None);
                 }
                 let (n, axis) = if op == "Conv" { (d[0], 0) } else { (d[1], 1) };
@@ -559,7 +559,7 @@ impl<'a> Walker<'a> {
                         // read must lose the same offsets in each of its G blocks, so the weight loses the same
                         // columns for every output block; the site describes block 0 only
                         let g = group as usize;
-                        if c % g != 0 || wd[1] * g != c {
+                        if !c.is_multiple_of(g) || wd[1] * g != c {
                             self.freeze_all(
                                 node,
                                 not_understood("has a weight that does not match its group count"),
@@ -1541,7 +1541,7 @@ pub fn analyse(g: &Graph, opset: i64, display: &str) -> Result<Analysis> {
             continue;
         }
         let by = gr.blocks_by.clone().unwrap_or_default();
-        let why = if gr.channels % gr.blocks != 0 || gr.channels / gr.blocks < 2 {
+        let why = if !gr.channels.is_multiple_of(gr.blocks) || gr.channels / gr.blocks < 2 {
             Some(format!(
                 "node '{by}' (grouped Conv) splits the {} channels into {} blocks of fewer than two",
                 gr.channels, gr.blocks

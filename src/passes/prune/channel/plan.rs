@@ -116,7 +116,7 @@ fn ranges(a: &Analysis, root: usize) -> Vec<(usize, usize)> {
         .copied()
         .filter(|&c| c > 0 && c < gr.channels)
         .collect();
-    if gr.blocks > 1 && gr.channels % gr.blocks == 0 {
+    if gr.blocks > 1 && gr.channels.is_multiple_of(gr.blocks) {
         let bl = gr.channels / gr.blocks;
         cuts.extend((1..gr.blocks).map(|b| b * bl));
         cuts.sort();
