@@ -566,8 +566,13 @@ fn real_models_channel_and_nm() {
                 if pruned > 0 {
                     changed += 1;
                 }
+                let oracle = if meta.name.starts_with("silero") {
+                    "oracle in channel_pruning_silero_vad"
+                } else {
+                    "not run here"
+                };
                 summary += &format!(
-                    "{}: {} groups, {pruned} channels removed (not run here)\n",
+                    "{}: {} groups, {pruned} channels removed ({oracle})\n",
                     meta.name,
                     plan.groups.len()
                 );
@@ -1028,4 +1033,520 @@ fn channel_pruning_through_a_shape_driven_flatten() {
         "{g2:?}"
     );
     zero_equals_remove(&m0, &z, &oz, &r, "sf");
+}
+
+/// Grouped (not depthwise) Conv, group 4: as a consumer its input group (c1) and as a producer its output
+/// group lose the same offsets in each of the 4 blocks; the removed model keeps group = 4 with narrower
+/// blocks. Same oracle as above. A loaded plan that prunes blocks unevenly is refused, naming the conv.
+#[test]
+fn channel_pruning_grouped_conv() {
+    let mut b = GraphBuilder::new("gc");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 501);
+    let gc = conv(&mut b, c1, "gc", 24, 16, 3, 4, 502);
+    let r = b.node("Relu", &[gc], vec![], 1)[0];
+    let c3 = conv(&mut b, r, "c3", 8, 24, 1, 1, 503);
+    b.output(c3, DataType::FLOAT, &["1", "8", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let (z, oz, rm, or) = zero_and_remove(&m0, 0.3);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    assert_eq!(oz.channel.as_ref().unwrap().plan.as_ref().unwrap(), plan);
+    for (p, ch) in [("c1", 16), ("gc", 24)] {
+        let g = group_of(plan, p);
+        assert!(g.frozen.is_none() && g.blocks == 4, "{p}: {g:?}");
+        let bl = ch / 4;
+        // 30% of each block of bl channels, the same offsets in every block
+        let per = bl - onnx_rewrite::passes::prune::channel::plan::kept_count(bl, 0.3, 1);
+        assert!(per > 0);
+        assert_eq!(g.pruned.len(), 4 * per, "{p}: {g:?}");
+        let offsets: Vec<usize> = g.pruned[..per].to_vec();
+        for blk in 0..4 {
+            let here: Vec<usize> = g.pruned[blk * per..(blk + 1) * per]
+                .iter()
+                .map(|c| c - blk * bl)
+                .collect();
+            assert_eq!(here, offsets, "{p}: block {blk}");
+        }
+    }
+    let (kc1, kgc) = (
+        16 - group_of(plan, "c1").pruned.len() as i64,
+        24 - group_of(plan, "gc").pruned.len() as i64,
+    );
+    let (_, gn) = rm.graph.nodes().find(|(_, n)| n.name() == "gc").unwrap();
+    assert_eq!(gn.get_int("group").unwrap(), Some(4));
+    assert_eq!(weight(&rm, "gc", 1).dims, [kgc, kc1 / 4, 3, 3]);
+    assert_eq!(weight(&rm, "c3", 1).dims, [8, kgc, 1, 1]);
+    zero_equals_remove(&m0, &z, &oz, &rm, "gc");
+
+    // one global ranking keeps the blocks aligned too
+    let global = |mode: &str| PruneOptions {
+        global: true,
+        ..channel(0.4, mode)
+    };
+    let (mut gz, mut gr) = (m0.clone(), m0.clone());
+    let ogz = prune(&mut gz, global("zero"));
+    prune(&mut gr, global("remove"));
+    let gplan = ogz.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    for p in ["c1", "gc"] {
+        let g = group_of(gplan, p);
+        let bl = g.channels / 4;
+        assert_eq!(g.pruned.len() % 4, 0, "{p}: {g:?}");
+        for &c in &g.pruned {
+            assert!(
+                (0..4).all(|b| g.pruned.contains(&(b * bl + c % bl))),
+                "{p}: {g:?}"
+            );
+        }
+    }
+    assert!(gplan.groups.iter().any(|g| !g.pruned.is_empty()));
+    zero_equals_remove(&m0, &gz, &ogz, &gr, "gc_global");
+
+    // an uneven plan is a clear error naming the file and the conv
+    let dir = common::tempdir();
+    let path = dir.path().join("plan.json");
+    let mut bad = plan.clone();
+    let g = bad
+        .groups
+        .iter_mut()
+        .find(|g| g.producers.contains(&"c1".to_string()))
+        .unwrap();
+    g.pruned = vec![0];
+    std::fs::write(&path, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+    // the saved plan shows the constraint
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("\"blocks\": 4"));
+    let err = Prune::new(PruneOptions {
+        load_plan: Some(path.clone()),
+        ..channel(0.3, "remove")
+    })
+    .unwrap()
+    .prune(&mut m0.clone())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("plan.json") && err.contains("'gc'") && err.contains("4 blocks"),
+        "{err}"
+    );
+}
+
+/// A grouped Conv inside a residual block: stem -> Relu -> [grouped Conv (group 4) -> BN -> Relu -> 1x1 Conv]
+/// + stem -> Relu -> head. The residual Add ties stem and the 1x1 conv; the grouped conv reads that tied group
+/// (4 blocks) and produces its own (4 blocks). Same oracle as above.
+#[test]
+fn channel_pruning_grouped_conv_in_a_residual_block() {
+    let mut b = GraphBuilder::new("gres");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let stem = conv(&mut b, x, "stem", 16, 3, 3, 1, 601);
+    let sr = b.node("Relu", &[stem], vec![], 1)[0];
+    let gc = conv(&mut b, sr, "gc", 16, 16, 3, 4, 602);
+    let n = bn(&mut b, gc, "gbn", 16, 603);
+    let gr = b.node("Relu", &[n], vec![], 1)[0];
+    let pw = conv(&mut b, gr, "pw", 16, 16, 1, 1, 604);
+    let add = b.node("Add", &[sr, pw], vec![], 1)[0];
+    let ar = b.node("Relu", &[add], vec![], 1)[0];
+    let head = conv(&mut b, ar, "head", 8, 16, 1, 1, 605);
+    b.output(head, DataType::FLOAT, &["1", "8", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let (z, oz, rm, or) = zero_and_remove(&m0, 0.3);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let tied = group_of(plan, "stem");
+    assert!(tied.producers.contains(&"pw".to_string()), "{tied:?}");
+    assert!(tied.frozen.is_none() && tied.blocks == 4 && !tied.pruned.is_empty());
+    let g = group_of(plan, "gc");
+    assert!(g.frozen.is_none() && g.blocks == 4 && !g.pruned.is_empty());
+    let (kt, kg) = (16 - tied.pruned.len() as i64, 16 - g.pruned.len() as i64);
+    assert_eq!(weight(&rm, "gc", 1).dims, [kg, kt / 4, 3, 3]);
+    assert_eq!(weight(&rm, "pw", 1).dims, [kt, kg, 1, 1]);
+    zero_equals_remove(&m0, &z, &oz, &rm, "gres");
+}
+
+/// Weight `slot` of the node named `node` in any graph of `m` (main graph or a body), with its op and `group`.
+fn weight_anywhere(m: &Model, node: &str, slot: usize) -> Option<(String, Tensor)> {
+    let mut found = None;
+    m.graph.walk(&mut |g| {
+        if found.is_some() {
+            return;
+        }
+        if let Some((_, n)) = g.nodes().find(|(_, n)| n.name() == node) {
+            let t = n
+                .input(slot)
+                .and_then(|v| g.constant(v))
+                .map(|t| t.into_owned());
+            found = t.map(|t| (n.op.op_type.clone(), t));
+        }
+    });
+    found
+}
+
+/// In the zeroed model, each pruned group's producers (in whichever graph) have their pruned output channels
+/// exactly zero (weight and bias); the number of channels checked.
+fn assert_pruned_zero_anywhere(zeroed: &Model, out: &PruneOutcome) -> usize {
+    let plan = out.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let mut checked = 0;
+    for gp in plan.groups.iter().filter(|g| !g.pruned.is_empty()) {
+        for prod in &gp.producers {
+            let (op, w) = weight_anywhere(zeroed, prod, 1).unwrap();
+            assert_eq!(op, "Conv", "{prod}");
+            let sums = w
+                .reduce_axis(0, onnx_rewrite::ir::tensor::axis::Reduction::AbsSum)
+                .unwrap();
+            let bias = weight_anywhere(zeroed, prod, 2).map(|(_, b)| b.to_f64_vec().unwrap());
+            for &c in &gp.pruned {
+                assert_eq!(sums[c], 0.0, "{prod}: channel {c} not zero");
+                if let Some(b) = &bias {
+                    assert_eq!(b[c], 0.0, "{prod}: bias {c}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+/// The oracle for models with If: pruned channels exactly zero, ONNX Runtime outputs of the removed model equal
+/// the zeroed one's for each input set of `runs` (ort_equal.py arguments, e.g. one per branch), pruning changed
+/// the outputs for at least one, both files pass the checker.
+fn zero_equals_remove_ort(
+    m0: &Model,
+    z: &Model,
+    oz: &PruneOutcome,
+    r: &Model,
+    tag: &str,
+    runs: &[&[&str]],
+) {
+    assert!(assert_pruned_zero_anywhere(z, oz) > 0);
+    let dir = common::tempdir();
+    let p0 = common::save(m0, dir.path(), &format!("{tag}_orig"));
+    let pz = common::save(z, dir.path(), &format!("{tag}_zero"));
+    let pr = common::save(r, dir.path(), &format!("{tag}_remove"));
+    let mut changed = false;
+    for run in runs {
+        ort_agree(&pz, &pr, run).unwrap_or_else(|e| panic!("{tag} {run:?}: {e}"));
+        changed |= ort_agree(&p0, &pz, run).is_err();
+    }
+    assert!(changed, "{tag}: pruning changed nothing");
+    common::check_files(&[pz, pr]);
+}
+
+/// A `Constant` node named `name` holding `dims` test values.
+fn const_node(b: &mut GraphBuilder, name: &str, dims: Vec<i64>, salt: u64) -> ValueId {
+    let n = dims.iter().product::<i64>() as usize;
+    b.named_node(
+        name,
+        OpKey::onnx("Constant"),
+        &[],
+        &[format!("{name}_out").as_str()],
+        vec![Attribute::tensor(
+            "value",
+            Tensor::from_f32("", dims, &common::vals(n, salt)),
+        )],
+    )[0]
+}
+
+/// Channel pruning inside If bodies. Main: c0 = Relu(Conv(x)) read by the then branch (frozen: captured,
+/// naming the If); If -> m1 Conv -> Relu -> m2 Conv -> y (m1 pruned). Then branch: t1 Conv (weight in a body
+/// Constant, reading the captured c0) -> Relu -> t2 Conv (pruned group t1; t2's group reaches the body output:
+/// frozen naming t2). Else branch: e1 Conv whose weight is a main-graph initializer (left alone: no producer)
+/// -> Relu -> e2 Conv -> Relu -> e3 Conv (group e2 pruned). A second If output: t3 Conv reading t1's group
+/// (then), e5 Conv -> Relu -> e6 Conv reading main's m2 weight (else): e5's group freezes (e6's weight is not
+/// the body's to edit), and m2, whose input channels go, gets its own sliced copy while the shared original
+/// stays whole for e6. Oracle on both branches in ONNX Runtime.
+#[test]
+fn channel_pruning_in_if_bodies() {
+    let mut b = GraphBuilder::new("main");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let cond = b.input("cond", DataType::BOOL, &[]);
+    let c0 = conv(&mut b, x, "c0", 6, 3, 3, 1, 701);
+    let r0 = b.node("Relu", &[c0], vec![], 1)[0];
+    init(&mut b, "e1_w", vec![10, 3, 3, 3], 702);
+    let mut t = GraphBuilder::new("then_branch");
+    let tr0 = t.outer(b.graph().value_name(r0));
+    let tw1 = const_node(&mut t, "t1_w", vec![12, 6, 3, 3], 703);
+    let tb1 = const_node(&mut t, "t1_b", vec![12], 704);
+    let t1 = nn(
+        &mut t,
+        "t1",
+        "Conv",
+        &[tr0, tw1, tb1],
+        vec![Attribute::ints("pads", vec![1; 4])],
+    );
+    let tr = nn(&mut t, "t_relu", "Relu", &[t1], vec![]);
+    let tw2 = const_node(&mut t, "t2_w", vec![8, 12, 1, 1], 705);
+    let t2 = nn(&mut t, "t2", "Conv", &[tr, tw2], vec![]);
+    let tw3 = const_node(&mut t, "t3_w", vec![4, 12, 1, 1], 710);
+    let t3 = nn(&mut t, "t3", "Conv", &[tr, tw3], vec![]);
+    t.output(t2, DataType::FLOAT, &["1", "8", "8", "8"]);
+    t.output(t3, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let mut e = GraphBuilder::new("else_branch");
+    let ex = e.outer("x");
+    let ew1 = e.outer("e1_w");
+    let e1 = nn(
+        &mut e,
+        "e1",
+        "Conv",
+        &[ex, ew1],
+        vec![Attribute::ints("pads", vec![1; 4])],
+    );
+    let er1 = nn(&mut e, "e_relu1", "Relu", &[e1], vec![]);
+    let ew2 = const_node(&mut e, "e2_w", vec![16, 10, 1, 1], 706);
+    let e2 = nn(&mut e, "e2", "Conv", &[er1, ew2], vec![]);
+    let er2 = nn(&mut e, "e_relu2", "Relu", &[e2], vec![]);
+    let ew3 = const_node(&mut e, "e3_w", vec![8, 16, 1, 1], 707);
+    let e3 = nn(&mut e, "e3", "Conv", &[er2, ew3], vec![]);
+    let ew5 = const_node(&mut e, "e5_w", vec![12, 3, 1, 1], 711);
+    let e5 = nn(&mut e, "e5", "Conv", &[ex, ew5], vec![]);
+    let er5 = nn(&mut e, "e_relu5", "Relu", &[e5], vec![]);
+    let em2 = e.outer("m2_w");
+    let e6 = nn(&mut e, "e6", "Conv", &[er5, em2], vec![]);
+    e.output(e3, DataType::FLOAT, &["1", "8", "8", "8"]);
+    e.output(e6, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let ys = b.named_node(
+        "if",
+        OpKey::onnx("If"),
+        &[Some(cond)],
+        &["if_out", "if_out2"],
+        vec![
+            Attribute::graph("then_branch", t.build()),
+            Attribute::graph("else_branch", e.build()),
+        ],
+    );
+    let m1 = conv(&mut b, ys[0], "m1", 12, 8, 3, 1, 708);
+    let mr = b.node("Relu", &[m1], vec![], 1)[0];
+    let m2 = conv(&mut b, mr, "m2", 4, 12, 1, 1, 709);
+    b.output(m2, DataType::FLOAT, &["1", "4", "8", "8"]);
+    b.output(ys[1], DataType::FLOAT, &["1", "4", "8", "8"]);
+    let dir = common::tempdir();
+    // a save / load round trip records which outer values the branches capture
+    let m0 = io::load(&common::save(&model(b.build(), 13), dir.path(), "if")).unwrap();
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let group = |p: &str| group_of(plan, p);
+    for (p, graph) in [
+        ("m1", ""),
+        ("t1", "if/then_branch"),
+        ("e2", "if/else_branch"),
+    ] {
+        let g = group(p);
+        assert!(g.frozen.is_none() && !g.pruned.is_empty(), "{p}: {g:?}");
+        assert_eq!(g.graph, graph, "{p}");
+    }
+    let frozen = |p: &str, why: &str| {
+        let g = group(p);
+        assert!(
+            g.frozen.as_deref().is_some_and(|f| f.contains(why)),
+            "{p}: {g:?}"
+        );
+    };
+    frozen("c0", "subgraph of node 'if'");
+    frozen("t2", "from node 't2'");
+    frozen("e3", "output of the body 'if/else_branch'");
+    frozen(
+        "e5",
+        "node 'e6' (Conv) has no constant weight (it reads its weight from an enclosing graph",
+    );
+    // the shared main-graph weight stays whole for the else branch; m2 reads a sliced copy
+    let km = 12 - group("m1").pruned.len() as i64;
+    assert_eq!(weight(&r, "m2", 1).dims, [4, km, 1, 1]);
+    assert_eq!(
+        r.graph
+            .constant(r.graph.value_by_name("m2_w").unwrap())
+            .unwrap()
+            .dims,
+        [4, 12, 1, 1]
+    );
+    // e1 reads its weight from the main graph: no producer, and the main-graph weight is untouched
+    assert!(plan
+        .groups
+        .iter()
+        .all(|g| !g.producers.contains(&"e1".to_string())));
+    assert_eq!(weight(&r, "c0", 1).dims, [6, 3, 3, 3]);
+    let kt = 12 - group("t1").pruned.len() as i64;
+    let ke = 16 - group("e2").pruned.len() as i64;
+    assert_eq!(weight_anywhere(&r, "t2", 1).unwrap().1.dims, [8, kt, 1, 1]);
+    assert_eq!(weight_anywhere(&r, "e3", 1).unwrap().1.dims, [8, ke, 1, 1]);
+    assert_eq!(
+        r.graph
+            .constant(r.graph.value_by_name("e1_w").unwrap())
+            .unwrap()
+            .dims,
+        [10, 3, 3, 3]
+    );
+    zero_equals_remove_ort(
+        &m0,
+        &z,
+        &oz,
+        &r,
+        "if",
+        &[&["--fill", "cond=1"], &["--fill", "cond=0"]],
+    );
+}
+
+/// The silero VAD models. silero_vad_spox: the main graph is one If on the sample rate; each branch holds an
+/// STFT Conv and a Conv -> Relu encoder stack, then an LSTM decoder in nested Ifs. Structured pruning works
+/// inside the branches: the encoder groups whose consumers are Convs of the same body are pruned; the STFT
+/// group (its real and imaginary halves combined by slices), the last encoder group (read inside a nested If)
+/// and the decoder freeze. silero_vad_16k_op15 has the same encoder in its main graph (LSTM in the bodies).
+/// Oracle in ONNX Runtime on each branch the model serves (16 kHz with 512 samples, 8 kHz with 256).
+#[test]
+fn channel_pruning_silero_vad() {
+    let k16: &[&str] = &[
+        "--fill",
+        "sr=16000",
+        "--shape",
+        "input=1,512",
+        "--shape",
+        "state=2,1,128",
+    ];
+    let k8: &[&str] = &[
+        "--fill",
+        "sr=8000",
+        "--shape",
+        "input=1,256",
+        "--shape",
+        "state=2,1,128",
+    ];
+    for (name, branches, runs) in [
+        (
+            "silero_vad_spox",
+            &["If_0/then_branch", "If_0/else_branch"][..],
+            &[k16, k8][..],
+        ),
+        ("silero_vad_16k_op15", &[""][..], &[k16][..]),
+    ] {
+        let (_, path) = common::real_models()
+            .into_iter()
+            .find(|(m, _)| m.name == name)
+            .unwrap();
+        let m0 = io::load(&path).unwrap();
+        let (z, oz, r, or) = zero_and_remove(&m0, 0.3);
+        let s = or.channel.as_ref().unwrap();
+        let plan = s.plan.as_ref().unwrap();
+        let mut summary = String::new();
+        for g in &plan.groups {
+            summary += &format!(
+                "{} {:?}: {} of {} pruned; frozen: {:?}\n",
+                g.graph,
+                g.producers,
+                g.pruned.len(),
+                g.channels,
+                g.frozen
+            );
+        }
+        eprintln!(
+            "{name}:\n{summary}params {} -> {}",
+            s.params_total_before, s.params_total_after
+        );
+        // the encoder is pruned in every graph that holds one (both branches of spox: 8 kHz and 16 kHz)
+        for branch in branches {
+            let n = plan
+                .groups
+                .iter()
+                .filter(|g| g.graph == *branch && !g.pruned.is_empty())
+                .count();
+            assert!(n >= 2, "{name} '{branch}':\n{summary}");
+        }
+        assert!(s.params_total_after < s.params_total_before);
+        zero_equals_remove_ort(&m0, &z, &oz, &r, name, runs);
+    }
+}
+
+/// Grouped convs the block constraint cannot serve freeze the group they read, naming the conv: a Split that
+/// cuts a block (c1: read whole by a group-4 conv and split 6 + 10), a grouped conv reading one Split output
+/// (c2), a depthwise conv with a channel multiplier (c3: blocks of one input channel).
+#[test]
+fn channel_pruning_grouped_conv_freezes() {
+    let mut b = GraphBuilder::new("gf");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let mut outs = Vec::new();
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 801);
+    outs.push(conv(&mut b, c1, "gc1", 8, 16, 3, 4, 802));
+    let s610 = b.initializer(Tensor::from_i64("s610", vec![2], &[6, 10]));
+    let sp = b.named_node(
+        "split1",
+        OpKey::onnx("Split"),
+        &[Some(c1), Some(s610)],
+        &["split1_a", "split1_b"],
+        vec![Attribute::int("axis", 1)],
+    );
+    outs.push(conv(&mut b, sp[0], "sa", 4, 6, 1, 1, 803));
+    outs.push(conv(&mut b, sp[1], "sa2", 4, 10, 1, 1, 809));
+    let c2 = conv(&mut b, x, "c2", 8, 3, 3, 1, 804);
+    let s44 = b.initializer(Tensor::from_i64("s44", vec![2], &[4, 4]));
+    let sp2 = b.named_node(
+        "split2",
+        OpKey::onnx("Split"),
+        &[Some(c2), Some(s44)],
+        &["split2_a", "split2_b"],
+        vec![Attribute::int("axis", 1)],
+    );
+    outs.push(conv(&mut b, sp2[0], "gc2", 4, 4, 3, 2, 805));
+    outs.push(conv(&mut b, sp2[1], "sb", 4, 4, 1, 1, 806));
+    let c3 = conv(&mut b, x, "c3", 4, 3, 3, 1, 807);
+    let wm = init(&mut b, "dwm_w", vec![8, 1, 3, 3], 808);
+    outs.push(nn(
+        &mut b,
+        "dwm",
+        "Conv",
+        &[c3, wm],
+        vec![
+            Attribute::ints("pads", vec![1; 4]),
+            Attribute::int("group", 4),
+        ],
+    ));
+    for o in outs {
+        b.output(o, DataType::FLOAT, &["1", "?", "8", "8"]);
+    }
+    let mut m = model(b.build(), 13);
+    let out = prune(
+        &mut m,
+        PruneOptions {
+            dry_run: true,
+            ..channel(0.3, "remove")
+        },
+    );
+    let plan = out.channel.unwrap().plan.unwrap();
+    for (p, why) in [
+        ("c1", "node 'gc1' (grouped Conv) needs the same channels pruned in each of 4 blocks, but a Split / Slice cuts the group at channel 6"),
+        ("c2", "node 'gc2' (Conv) is a grouped convolution reading part of a channel group"),
+        ("c3", "node 'dwm' (grouped Conv) splits the 4 channels into 4 blocks of fewer than two"),
+    ] {
+        let g = group_of(&plan, p);
+        assert!(
+            g.frozen.as_deref().is_some_and(|f| f.contains(why)),
+            "{p}: {g:?}"
+        );
+    }
+}
+
+/// One group read by two grouped convs (group 2 and group 4): the plan keeps it aligned on 4 blocks (the lcm),
+/// which also keeps the 2 blocks of the group-2 conv equal. Same oracle as above.
+#[test]
+fn channel_pruning_two_grouped_readers_take_the_lcm() {
+    let mut b = GraphBuilder::new("g24");
+    let x = b.input("x", DataType::FLOAT, &["1", "3", "8", "8"]);
+    let c1 = conv(&mut b, x, "c1", 16, 3, 3, 1, 901);
+    let r1 = b.node("Relu", &[c1], vec![], 1)[0];
+    let ga = conv(&mut b, r1, "ga", 8, 16, 3, 2, 902);
+    let gb = conv(&mut b, r1, "gb", 8, 16, 3, 4, 903);
+    let add = b.node("Add", &[ga, gb], vec![], 1)[0];
+    let r2 = b.node("Relu", &[add], vec![], 1)[0];
+    let head = conv(&mut b, r2, "head", 4, 8, 1, 1, 904);
+    b.output(head, DataType::FLOAT, &["1", "4", "8", "8"]);
+    let m0 = model(b.build(), 13);
+    let (z, oz, r, or) = zero_and_remove(&m0, 0.5);
+    let plan = or.channel.as_ref().unwrap().plan.as_ref().unwrap();
+    let g = group_of(plan, "c1");
+    assert_eq!(g.blocks, 4, "{g:?}");
+    assert_eq!(g.pruned.len(), 8, "{g:?}");
+    // ga and gb are tied by the Add: their group is written in 2 and 4 blocks, so 4
+    let t = group_of(plan, "ga");
+    assert!(
+        t.producers.contains(&"gb".to_string()) && t.blocks == 4,
+        "{t:?}"
+    );
+    let (k1, kt) = (16 - g.pruned.len() as i64, 8 - t.pruned.len() as i64);
+    assert_eq!(weight(&r, "ga", 1).dims, [kt, k1 / 2, 3, 3]);
+    assert_eq!(weight(&r, "gb", 1).dims, [kt, k1 / 4, 3, 3]);
+    zero_equals_remove(&m0, &z, &oz, &r, "g24");
 }

@@ -1,19 +1,30 @@
-//! Channel dependency groups of the main graph.
+//! Channel dependency groups of one graph (the main graph or an If / Loop / Scan body; see `super` for how
+//! bodies are handled).
 //!
-//! Nodes are visited in graph (topological) order. A producer (Conv / ConvTranspose with group 1, Gemm,
-//! MatMul with a constant 2-D weight) starts a group: its output channels. Every value that carries channels
-//! gets a `Layout`: the list of group segments along its channel axis (Concat appends segments, Split / Slice
-//! cut them), the axis counted from the end, and `block` features per channel (after Flatten / Reshape). Ops
-//! that keep channels pass the layout on; element-wise ops with two channel operands tie their groups; ops
-//! that read channels (consumers) or carry per-channel parameters become `Site`s, the tensors and arguments
-//! that apply edits. Anything else that reads a channel value freezes the groups it reads, with a remark naming
-//! the node.
+//! Nodes are visited in graph (topological) order. A producer (Conv with group 1 or a grouped Conv, ConvTranspose
+//! with group 1, Gemm, MatMul with a constant 2-D weight) starts a group: its output channels. Every value that
+//! carries channels gets a `Layout`: the list of group segments along its channel axis (Concat appends segments,
+//! Split / Slice cut them), the axis counted from the end, and `block` features per channel (after Flatten /
+//! Reshape). Ops that keep channels pass the layout on; element-wise ops with two channel operands tie their
+//! groups; ops that read channels (consumers) or carry per-channel parameters become `Site`s, the tensors and
+//! arguments that apply edits. Anything else that reads a channel value freezes the groups it reads, with a
+//! remark naming the node.
+//!
+//! Grouped Conv (1 < group G < channels, weight [Cout, Cin / G, k..]): output block b (Cout / G channels) reads
+//! only input block b. As Torch-Pruning's DepGraph does, both sides are pruned by *aligned index sets*: a
+//! group a grouped conv reads or produces carries `blocks = G` and loses the same offsets in every block (the
+//! plan ranks an offset by its importance summed over the blocks). Removal then keeps G equal blocks, `group`
+//! stays G, and the weight edits are plain slices: output rows along axis 0, and the same input columns along
+//! axis 1 for every output block (the consumer site describes block 0 only). The input and output groups of a
+//! grouped conv are not tied: with the per-block constraint on each side they can be pruned independently,
+//! which a tie would forbid for no gain. A group read only in part (a Split or Concat segment), a Split / Slice
+//! cutting inside a block, or blocks of one channel freeze the group, naming the conv.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::Result;
 use crate::ir::ops::{IntsArg, SplitView, SqueezeView};
-use crate::ir::{AttrList, DimValue, Graph, Node, NodeId, UseSlot, ValueId};
+use crate::ir::{AttrList, DimValue, Graph, Node, NodeId, UseSlot, ValueDef, ValueId};
 
 /// `len` channels of group `group` starting at channel `start`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +105,11 @@ pub struct RawGroup {
     pub frozen: Option<String>,
     /// Channel positions where a Split / Slice cuts the group: each range between cuts is pruned on its own.
     pub cuts: BTreeSet<usize>,
+    /// A grouped Conv reads or writes these channels in `blocks` equal consecutive blocks: every block must lose
+    /// the same channels (same offsets within the block), 1 when unconstrained. The lcm when several do.
+    pub blocks: usize,
+    /// The grouped Conv that set `blocks` (named in remarks).
+    pub blocks_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -119,6 +135,8 @@ impl Analysis {
             producers: vec![producer],
             frozen: None,
             cuts: BTreeSet::new(),
+            blocks: 1,
+            blocks_by: None,
         });
         self.parent.push(self.groups.len() - 1);
         self.groups.len() - 1
@@ -138,6 +156,8 @@ impl Analysis {
                 producers: vec![],
                 frozen: None,
                 cuts: BTreeSet::new(),
+                blocks: 1,
+                blocks_by: None,
             },
         );
         let l = &mut self.groups[lo];
@@ -148,6 +168,20 @@ impl Analysis {
         }
         l.cuts.extend(h.cuts);
         l.channels = l.channels.max(h.channels);
+        l.blocks = lcm(l.blocks, h.blocks);
+        if l.blocks_by.is_none() {
+            l.blocks_by = h.blocks_by;
+        }
+    }
+
+    /// Require the same channels pruned in each of `blocks` equal blocks of group `g` (a grouped Conv `by`).
+    fn constrain_blocks(&mut self, g: usize, blocks: usize, by: &str) {
+        let r = self.root(g);
+        let gr = &mut self.groups[r];
+        gr.blocks = lcm(gr.blocks, blocks);
+        if gr.blocks_by.is_none() {
+            gr.blocks_by = Some(by.to_string());
+        }
     }
 
     fn freeze(&mut self, layout: &Layout, why: &str) {
@@ -221,6 +255,21 @@ const ELEMENTWISE: &[&str] = &[
     "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "PRelu", "Pow", "Mean",
 ];
 
+fn lcm(a: usize, b: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    if a == 0 || b == 0 {
+        a.max(b)
+    } else {
+        a / gcd(a, b) * b
+    }
+}
+
 fn uz(d: &[i64]) -> Option<Vec<usize>> {
     d.iter().map(|&x| usize::try_from(x).ok()).collect()
 }
@@ -290,11 +339,21 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// A producer: (output channels, [(slot, axis, role)], from_end, rank).
+    /// A producer: (output channels, [(slot, axis, role)], from_end, rank, blocks). A grouped Conv (group G,
+    /// at least two output channels per group) produces G blocks that must lose the same channels.
+    #[allow(clippy::type_complexity)]
     fn producer(
         &self,
         node: &Node,
-    ) -> Result<Option<(usize, Vec<(usize, usize, Role)>, usize, Option<usize>)>> {
+    ) -> Result<
+        Option<(
+            usize,
+            Vec<(usize, usize, Role)>,
+            usize,
+            Option<usize>,
+            usize,
+        )>,
+    > {
         let op = node.op.op_type.as_str();
         if !node.op.is_default_domain() {
             return Ok(None);
@@ -307,9 +366,11 @@ impl<'a> Walker<'a> {
         };
         Ok(match op {
             "Conv" | "ConvTranspose" => {
-                if node.get_int("group")?.unwrap_or(1) != 1 {
+                let group = node.get_int("group")?.unwrap_or(1);
+                if group != 1 && op == "ConvTranspose" || group < 1 {
                     return Ok(None);
                 }
+                let group = group as usize;
                 let Some(w) = self.cst(node.input(1)) else {
                     return Ok(None);
                 };
@@ -317,6 +378,10 @@ impl<'a> Walker<'a> {
                     return Ok(None);
                 };
                 if d.len() < 3 {
+                    return Ok(None);
+                }
+                // a depthwise-like conv (one output channel per group) has nothing to prune per block
+                if group > 1 && (!d[0].is_multiple_of(group) || d[0] / group < 2) {
                     return Ok(None);
                 }
                 let (n, axis) = if op == "Conv" { (d[0], 0) } else { (d[1], 1) };
@@ -327,7 +392,7 @@ impl<'a> Walker<'a> {
                         None => return Ok(None),
                     }
                 }
-                Some((n, sites, d.len() - 1, Some(d.len())))
+                Some((n, sites, d.len() - 1, Some(d.len()), group))
             }
             "Gemm" | "MatMul" => {
                 let Some(w) = self.cst(node.input(1)) else {
@@ -358,7 +423,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 let rank = if op == "Gemm" { Some(2) } else { None };
-                Some((n, sites, 1, rank))
+                Some((n, sites, 1, rank, 1))
             }
             _ => None,
         })
@@ -429,7 +494,17 @@ impl<'a> Walker<'a> {
                     let w = self.cst(node.input(1));
                     let wd = w.as_ref().and_then(|w| uz(&w.dims));
                     let Some(wd) = wd.filter(|d| d.len() >= 3 && x_only) else {
-                        self.freeze_all(node, not_understood("has no constant weight"));
+                        let outer = node
+                            .input(1)
+                            .is_some_and(|v| self.g.value(v).def == ValueDef::Outer);
+                        self.freeze_all(
+                            node,
+                            not_understood(if outer {
+                                "has no constant weight (it reads its weight from an enclosing graph, not edited from a body)"
+                            } else {
+                                "has no constant weight"
+                            }),
+                        );
                         return Ok(());
                     };
                     let c = l.channels();
@@ -479,23 +554,68 @@ impl<'a> Walker<'a> {
                         return Ok(());
                     }
                     let in_axis = if op == "Conv" { 1 } else { 0 };
-                    let per_group_ok = group == 1 && wd[in_axis] == c;
-                    if !per_group_ok {
+                    if op == "Conv" && group > 1 {
+                        // grouped: weight [Cout, C / G, k..]; input block b feeds output block b. The group
+                        // read must lose the same offsets in each of its G blocks, so the weight loses the same
+                        // columns for every output block; the site describes block 0 only
+                        let g = group as usize;
+                        if !c.is_multiple_of(g) || wd[1] * g != c {
+                            self.freeze_all(
+                                node,
+                                not_understood("has a weight that does not match its group count"),
+                            );
+                            return Ok(());
+                        }
+                        let whole = l.segs.len() == 1 && l.segs[0].start == 0 && {
+                            let r = self.a.root(l.segs[0].group);
+                            l.segs[0].len == self.a.groups[r].channels
+                        };
+                        if !whole {
+                            self.freeze_all(
+                                node,
+                                not_understood(
+                                    "is a grouped convolution reading part of a channel group (or several)",
+                                ),
+                            );
+                            return Ok(());
+                        }
+                        let seg = l.segs[0].clone();
+                        self.a.constrain_blocks(seg.group, g, &name);
+                        self.a.sites.push(Site {
+                            node: id,
+                            kind: SiteKind::Tensor {
+                                slot: 1,
+                                axis: 1,
+                                role: Role::Consumer,
+                            },
+                            layout: Layout {
+                                segs: vec![Seg {
+                                    group: seg.group,
+                                    start: 0,
+                                    len: c / g,
+                                }],
+                                ..l
+                            },
+                        });
+                    } else if group != 1 || wd[in_axis] != c {
                         self.freeze_all(
                             node,
-                            not_understood("is a grouped convolution (not depthwise)"),
+                            not_understood(
+                                "is a grouped transposed convolution or has a weight that does not match the channels",
+                            ),
                         );
                         return Ok(());
+                    } else {
+                        self.a.sites.push(Site {
+                            node: id,
+                            kind: SiteKind::Tensor {
+                                slot: 1,
+                                axis: in_axis,
+                                role: Role::Consumer,
+                            },
+                            layout: l,
+                        });
                     }
-                    self.a.sites.push(Site {
-                        node: id,
-                        kind: SiteKind::Tensor {
-                            slot: 1,
-                            axis: in_axis,
-                            role: Role::Consumer,
-                        },
-                        layout: l,
-                    });
                 }
                 "Gemm" | "MatMul" => {
                     let w = self.cst(node.input(1));
@@ -537,12 +657,15 @@ impl<'a> Walker<'a> {
                 _ => {}
             }
         }
-        if let Some((n, sites, from_end, rank)) = self.producer(node)? {
+        if let Some((n, sites, from_end, rank, blocks)) = self.producer(node)? {
             if ins.iter().skip(1).any(|l| l.is_some()) {
                 self.freeze_all(node, not_understood("reads channels as a weight"));
                 return Ok(());
             }
             let g = self.a.new_group(n, id);
+            if blocks > 1 {
+                self.a.constrain_blocks(g, blocks, &name);
+            }
             let l = Layout {
                 segs: vec![Seg {
                     group: g,
@@ -1346,8 +1469,12 @@ fn x_only_layout(ins: &[Option<Layout>]) -> bool {
     ins.first().is_some_and(|l| l.is_some()) && ins.iter().skip(1).all(|l| l.is_none())
 }
 
-/// Analyse the main graph `g` (ai.onnx opset `opset`).
-pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
+/// Analyse graph `g` (ai.onnx opset `opset`): the main graph (`display` empty) or the body at `display`
+/// (`if_0/then_branch`), whose outputs are boundaries. Values a body reads from an enclosing graph carry no
+/// layout here (they are unknown operands: a node combining them with channels freezes), and weights it reads
+/// from an enclosing graph are not constants here (their readers are no producers and freeze what they read):
+/// editing such a weight would change it for every reader in every branch.
+pub fn analyse(g: &Graph, opset: i64, display: &str) -> Result<Analysis> {
     let mut w = Walker {
         g,
         opset,
@@ -1361,12 +1488,35 @@ pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
     // values that leave the graph or are read by a subgraph
     let mut values: Vec<(ValueId, Layout)> = w.lay.iter().map(|(v, l)| (*v, l.clone())).collect();
     values.sort_by_key(|(v, _)| *v);
+    let producer_name = |v: ValueId| {
+        g.producer(v)
+            .map(|(_, n)| n.name().to_string())
+            .unwrap_or_default()
+    };
+    let capturer = |v: ValueId| {
+        g.uses(v)
+            .iter()
+            .find(|u| u.slot == UseSlot::Capture)
+            .and_then(|u| g.node(u.node))
+            .map(|n| n.name().to_string())
+    };
     for (v, l) in &values {
         if g.is_output(*v) {
-            let why = format!("value '{}' is a graph output", g.value_name(*v));
+            let why = if display.is_empty() {
+                format!("value '{}' is a graph output", g.value_name(*v))
+            } else {
+                format!(
+                    "value '{}' (from node '{}') is an output of the body '{display}'",
+                    g.value_name(*v),
+                    producer_name(*v)
+                )
+            };
             w.a.freeze(l, &why);
-        } else if g.uses(*v).iter().any(|u| u.slot == UseSlot::Capture) {
-            let why = format!("value '{}' is read inside a subgraph", g.value_name(*v));
+        } else if let Some(owner) = capturer(*v) {
+            let why = format!(
+                "value '{}' is read inside a subgraph of node '{owner}'",
+                g.value_name(*v)
+            );
             w.a.freeze(l, &why);
         }
     }
@@ -1381,6 +1531,35 @@ pub fn analyse(g: &Graph, opset: i64) -> Result<Analysis> {
                 g.value_name(*v)
             );
             w.a.freeze(l, &why);
+        }
+    }
+    // grouped convs: a block of one channel cannot lose any; a Split / Slice cutting inside a block would let
+    // the blocks lose different counts
+    for r in w.a.roots() {
+        let gr = &w.a.groups[r];
+        if gr.blocks <= 1 || gr.frozen.is_some() {
+            continue;
+        }
+        let by = gr.blocks_by.clone().unwrap_or_default();
+        let why = if !gr.channels.is_multiple_of(gr.blocks) || gr.channels / gr.blocks < 2 {
+            Some(format!(
+                "node '{by}' (grouped Conv) splits the {} channels into {} blocks of fewer than two",
+                gr.channels, gr.blocks
+            ))
+        } else {
+            let bl = gr.channels / gr.blocks;
+            gr.cuts
+                .iter()
+                .find(|&&c| c % bl != 0)
+                .map(|c| {
+                    format!(
+                        "node '{by}' (grouped Conv) needs the same channels pruned in each of {} blocks, but a Split / Slice cuts the group at channel {c}, inside a block",
+                        gr.blocks
+                    )
+                })
+        };
+        if let Some(why) = why {
+            w.a.groups[r].frozen = Some(why);
         }
     }
     w.a.values = values;

@@ -12,7 +12,7 @@ use crate::passes::prune::{ChannelMode, PASS};
 use crate::passes::PassReport;
 
 use super::analysis::{Analysis, Layout, Role, SiteKind};
-use super::plan::Plan;
+use super::plan::GroupPlan;
 use super::GroupFigures;
 
 struct Ctx<'a> {
@@ -76,29 +76,32 @@ fn positions(g: &Graph, node: crate::ir::NodeId, channel_from_end: usize) -> Opt
     Some(p)
 }
 
+/// Apply the plan's `groups` of graph `g` (analysed as `a`); `outer` holds the names enclosing graphs define
+/// (fresh names avoid them).
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     mode: ChannelMode,
     g: &mut Graph,
     opset: i64,
     a: &Analysis,
-    plan: &Plan,
+    groups: &[&GroupPlan],
+    outer: &BTreeSet<String>,
     report: &mut PassReport,
 ) -> Result<(Vec<GroupFigures>, Option<u64>, Option<u64>)> {
     let cx = Ctx {
         a,
-        pruned: plan
-            .groups
+        pruned: groups
             .iter()
             .map(|gp| (gp.id, gp.pruned.iter().copied().collect()))
             .collect(),
     };
-    let mut figs: BTreeMap<usize, GroupFigures> = plan
-        .groups
+    let mut figs: BTreeMap<usize, GroupFigures> = groups
         .iter()
         .map(|gp| {
             (
                 gp.id,
                 GroupFigures {
+                    graph: gp.graph.clone(),
                     group: gp.id,
                     channels_before: gp.channels,
                     channels_after: gp.channels - gp.pruned.len(),
@@ -110,6 +113,7 @@ pub fn apply(
         })
         .collect();
     let mut p = Patch::new(PASS);
+    p.avoid_names(outer.clone());
     let mut moved_from = BTreeSet::new();
     let mut pending: BTreeMap<(crate::ir::NodeId, usize), (crate::ir::ValueId, Tensor)> =
         BTreeMap::new();
@@ -282,6 +286,7 @@ pub fn apply(
     report.record(g.apply(p)?);
     // drop the constants the sliced copies replaced once nothing reads them
     let mut p = Patch::new(PASS);
+    p.avoid_names(outer.clone());
     for v in moved_from {
         if g.uses(v).is_empty() && !g.is_output(v) && !g.inputs().iter().any(|io| io.value == v) {
             if let Some(w) = g.weight(v) {
