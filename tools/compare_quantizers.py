@@ -3,6 +3,7 @@
 
     compare_quantizers.py --bin PATH/onnx-rewrite [--models NAME,...] [--cache DIR] [--samples 8]
                           [--eval-samples 64] [--runs 20] [--work DIR] [--nncf-python PATH] [--json FILE]
+                          [--ours-q "FLAGS"]
 
 For each model (the real models of tools/real_models.json found in --cache, plus a generated CNN):
 1. the float model F is the model after our `fold-batchnorm,dce` (every quantizer gets the same F; ONNX
@@ -11,7 +12,7 @@ For each model (the real models of tools/real_models.json found in --cache, plus
    folders (our `--input`) and fed to ONNX Runtime's CalibrationDataReader / NNCF's Dataset;
 3. quantizers, all QDQ, per-channel int8 weights, uint8 activations:
    - ours:      `onnx-rewrite quantize F OUT --mode static --input CALIB` (MinMax)
-   - ours+q:    the same with `--method percentile --equalize` (item 5 quality options)
+   - ours+q:    the same with the quality options of item 5 (--ours-q, default `--method percentile --equalize`)
    - ort:       quantize_static(QuantFormat.QDQ, per_channel=True, QUInt8 activations, QInt8 weights, MinMax)
    - nncf:      nncf.quantize(default preset) when an interpreter with nncf is given (--nncf-python)
 4. every quantised model runs in ONNX Runtime (default optimisations, one thread) on other seeded samples
@@ -247,6 +248,8 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "target/compare-quantizers"))
     ap.add_argument("--nncf-python", default="")
     ap.add_argument("--json", default="")
+    ap.add_argument("--ours-q", default="--method percentile --equalize",
+                    help="the quality options of the ours+q column")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -281,7 +284,7 @@ def main():
         row = {"model": name, "float_bytes": file_size(flt), "float_ms": latency(flt, evals[0], a.runs)}
         quantizers = [
             ("ours", lambda out: run_ours(a.bin, flt, out, calib_dir, [])),
-            ("ours+q", lambda out: run_ours(a.bin, flt, out, calib_dir, ["--method", "percentile", "--equalize"])),
+            ("ours+q", lambda out: run_ours(a.bin, flt, out, calib_dir, a.ours_q.split())),
             ("ort", lambda out: run_ort(flt, out, calib)),
         ]
         if a.nncf_python:
