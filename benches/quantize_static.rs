@@ -6,7 +6,7 @@
 //!     cargo bench --bench quantize_static
 //!
 //! Files go to `/work/bench-tmp/quantize_static` if that folder's parent exists, else `target/bench/quantize_static`,
-//! and are deleted at the end. Each quantizer runs as a subprocess under `/usr/bin/time -f '%e %M'` (wall seconds,
+//! and are deleted at the end (kept when `QUANTIZE_STATIC_KEEP` is set, to profile the child by hand). Each quantizer runs as a subprocess under `/usr/bin/time -f '%e %M'` (wall seconds,
 //! peak RSS in KB): ours is this bench binary re-run as `--child IN OUT CALIB` (library only: load, the
 //! `quantize{mode=static}` pass with the tract calibrator, save); ONNX Runtime's is the pinned venv's python
 //! (its time includes interpreter start and imports, measured apart and printed). Figures are printed, never
@@ -270,6 +270,8 @@ fn main() -> Result<()> {
     );
     println!("ORT latency (1 thread, median of 20) and output cosine vs float:");
     print!("{}", String::from_utf8_lossy(&eval.stdout));
-    std::fs::remove_dir_all(&dir)?;
+    if std::env::var_os("QUANTIZE_STATIC_KEEP").is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

@@ -1,12 +1,19 @@
-//! The tract implementation of the quantize pass's `Calibrator`: one run per sample with the requested tensors
-//! exposed as extra outputs; each one is handed to the observer as soon as the sample has run and then dropped.
+//! The tract implementation of the quantize pass's `Calibrator`: one run per sample through a `Streamer`, which
+//! hands each requested tensor to the observer the moment its node has run (an f32 tensor in place, without a
+//! copy); tract frees it after its last consumer, so memory holds one sample's live activations.
+//!
+//! Calibration runs tract's optimised plan (falling back to the decluttered one when tract's optimiser fails on
+//! a model). `compare` defaults to the decluttered form because it is held to ONNX Runtime within float32
+//! noise; calibration only needs ranges that are the same run after run on one machine, which the optimised
+//! plan gives (tract runs it on one thread, each output element summed in one fixed order). The decluttered
+//! form is no more CPU-independent anyway: its Conv evaluates through the same CPU-specific matrix kernels.
 
 use crate::error::{Error, Result};
 use crate::ir::{Model, ValueDef};
 use crate::passes::quantize::calibrate::{Calibrator, Observer};
 use crate::validate::compare::sample_shapes;
 use crate::validate::inputs::prepare_samples;
-use crate::validate::run::{load, values_f32};
+use crate::validate::run::{f32_view, load};
 use crate::validate::specialize::specialise;
 use crate::validate::ValidateOptions;
 
@@ -48,9 +55,10 @@ impl Calibrator for TractCalibrator {
             }
         }
         let (_, samples) = prepare_samples(model, None, &self.options)?;
-        // the runner is rebuilt when the input shapes or the branches the sample's `If`s take change
+        // the plan is rebuilt when the input shapes or the branches the sample's `If`s take change
         let mut key = None;
-        let mut runner = None;
+        let mut streamer = None;
+        let mut buf = Vec::new();
         for s in &samples {
             let sh = sample_shapes(s);
             // an `If` whose condition follows from the sample is specialised (taken branch inlined) so tract
@@ -60,38 +68,29 @@ impl Calibrator for TractCalibrator {
             let k = (sh.clone(), taken);
             if key.as_ref() != Some(&k) {
                 let m = spec.as_ref().map(|sp| &sp.model).unwrap_or(model);
-                let r = load(m, &sh)?.runner(&exposed, self.options.optimize)?;
-                for t in &exposed {
-                    if !r.outputs[r.graph_outputs..].contains(t) && !r.outputs.contains(t) {
-                        return Err(Error::Validate(format!(
-                            "calibration: tract cannot expose tensor '{t}'"
-                        )));
-                    }
-                }
-                runner = Some(r);
+                streamer = Some(load(m, &sh)?.streamer(&exposed, true)?);
                 key = Some(k);
             }
-            let r = runner.as_ref().unwrap();
+            let st = streamer.as_ref().unwrap();
             for t in &from_inputs {
                 let (_, x) = s.tensors.iter().find(|(n, _)| n == t).unwrap();
                 let v = crate::validate::run::to_tract(x)?;
-                let vals = values_f32(&v).ok_or_else(|| {
+                let vals = f32_view(&v, &mut buf).ok_or_else(|| {
                     Error::Validate(format!("calibration: input '{t}' is not numeric"))
                 })?;
-                observer.observe_shaped(t, v.shape(), &vals)?;
+                observer.observe_shaped(t, v.shape(), vals)?;
             }
-            let outs = r.run(s)?;
-            for t in &exposed {
-                let i = r.outputs.iter().position(|n| n == t).unwrap();
-                let vals = values_f32(&outs[i]).ok_or_else(|| {
+            // each watched tensor is observed the moment its node has run; tract then frees it after its last
+            // consumer, so only this sample's live activations are ever held
+            st.run(s, &mut |t, v| {
+                let vals = f32_view(v, &mut buf).ok_or_else(|| {
                     Error::Validate(format!(
                         "calibration: tensor '{t}' is {:?}, not numeric",
-                        outs[i].datum_type()
+                        v.datum_type()
                     ))
                 })?;
-                observer.observe_shaped(t, outs[i].shape(), &vals)?;
-            }
-            // `outs` (this sample's activations) is dropped here, before the next sample runs.
+                observer.observe_shaped(t, v.shape(), vals)
+            })?;
         }
         Ok(samples.len())
     }
