@@ -495,7 +495,19 @@ impl Loaded {
         guard("selecting outputs", || {
             typed.select_output_outlets(&plan_outs)
         })?;
-        let plan = guard("tract could not plan the model", || typed.into_runnable())?;
+        // tract's kernels split their work over rayon's current pool (the caller's `ThreadPool::install`, else
+        // the global one sized by RAYON_NUM_THREADS): matrix products by output tiles, element-wise ops by
+        // chunks, reductions by rows, so each element is computed in one fixed order and the values are the
+        // same whatever the thread count
+        let options = RunOptions {
+            executor: Some(
+                tract_onnx::tract_core::tract_linalg::multithread::Executor::RayonGlobal,
+            ),
+            ..Default::default()
+        };
+        let plan = guard("tract could not plan the model", || {
+            typed.into_runnable_with_options(&options)
+        })?;
         Ok(Streamer {
             plan,
             inputs: self.inputs.clone(),
