@@ -95,3 +95,98 @@ impl Calibrator for TractCalibrator {
         Ok(samples.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::quantize::calibrate::{StatsCollector, StatsOptions, TensorStats};
+    use crate::validate::run::values_f32;
+    use std::collections::BTreeMap;
+
+    type Stats = BTreeMap<String, TensorStats>;
+
+    /// Every node output of the main graph.
+    fn node_outputs(m: &Model) -> Vec<String> {
+        let g = &m.graph;
+        g.nodes()
+            .flat_map(|(_, n)| n.outputs.iter().flatten().copied().collect::<Vec<_>>())
+            .map(|v| g.value_name(v).to_string())
+            .collect()
+    }
+
+    /// Statistics the way calibration gathered them before streaming: every tensor a model output of the
+    /// decluttered plan, all of a sample's kept to the end of its run, then copied to f32.
+    fn exposed(m: &Model, names: &[String], opts: &ValidateOptions) -> Stats {
+        let (_, samples) = prepare_samples(m, None, opts).unwrap();
+        let mut c = StatsCollector::new(StatsOptions { histogram_bins: 64 });
+        for s in &samples {
+            let r = load(m, &sample_shapes(s))
+                .unwrap()
+                .runner(names, false)
+                .unwrap();
+            let outs = r.run(s).unwrap();
+            for t in names {
+                let i = r.outputs.iter().position(|n| n == t).unwrap();
+                c.observe(t, &values_f32(&outs[i]).unwrap()).unwrap();
+            }
+        }
+        c.stats
+    }
+
+    fn streamed(m: &Model, names: &[String], opts: &ValidateOptions, optimize: bool) -> Stats {
+        let (_, samples) = prepare_samples(m, None, opts).unwrap();
+        let mut c = StatsCollector::new(StatsOptions { histogram_bins: 64 });
+        let mut buf = Vec::new();
+        for s in &samples {
+            let st = load(m, &sample_shapes(s))
+                .unwrap()
+                .streamer(names, optimize)
+                .unwrap();
+            assert_eq!(st.optimized, optimize);
+            st.run(s, &mut |t, v| c.observe(t, f32_view(v, &mut buf).unwrap()))
+                .unwrap();
+        }
+        c.stats
+    }
+
+    /// Streaming hands the observer the very values the old exposed-outputs path did: on the same (decluttered)
+    /// plan the statistics are equal to the bit, histograms included. On the optimised plan tract may sum in
+    /// another order, so values may move by float32 rounding: every count is equal and each range end within
+    /// 1e-3 of the tensor's largest magnitude. Bound: these fixtures chain at most 3 sums of K <= 256 terms
+    /// (Conv 3x3x8, Gemm over 64 features, the 16x16 average pool); reordering a sum moves it by at most
+    /// K eps32 sum|terms| = 256 * 6e-8 = 1.5e-5 of its terms' magnitudes, which random-sign weights make at most
+    /// ~10x the result's: 1.5e-4 per layer, 4.6e-4 over three, under 1e-3.
+    #[test]
+    fn streaming_matches_exposed_outputs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        for f in ["conv_bn_relu.onnx", "digits_resnet/digits_resnet.onnx"] {
+            let m = crate::io::load(&root.join(f)).unwrap();
+            let names = node_outputs(&m);
+            let opts = ValidateOptions {
+                samples: 3,
+                ..Default::default()
+            };
+            let old = exposed(&m, &names, &opts);
+            assert_eq!(old.len(), names.len(), "{f}");
+            assert_eq!(streamed(&m, &names, &opts, false), old, "{f}");
+            let fast = streamed(&m, &names, &opts, true);
+            for (t, a) in &old {
+                let b = &fast[t];
+                assert_eq!(
+                    (a.batches, a.minmax.count, a.minmax.nan_count),
+                    (b.batches, b.minmax.count, b.minmax.nan_count),
+                    "{f} {t}"
+                );
+                let tol = 1e-3 * f64::from(a.minmax.abs_max());
+                let (alo, ahi) = a.minmax.range().unwrap();
+                let (blo, bhi) = b.minmax.range().unwrap();
+                assert!(
+                    f64::from((alo - blo).abs()) <= tol && f64::from((ahi - bhi).abs()) <= tol,
+                    "{f} {t}: {:?} vs {:?}",
+                    a.minmax,
+                    b.minmax
+                );
+            }
+        }
+    }
+}

@@ -405,6 +405,7 @@ pub(crate) struct Streamer {
     /// Plan outputs past the graph outputs that are watched: (plan output index, names).
     after: Vec<(usize, Vec<String>)>,
     /// Whether tract's optimiser ran (`false`: it failed on this model and the decluttered form runs).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub optimized: bool,
 }
 
@@ -559,14 +560,26 @@ impl Streamer {
 }
 
 /// A tensor's values as an f32 slice without a copy when it holds f32, else widened into `buf` (`None` for
-/// types that are not numbers).
+/// types that are not numbers). tract's shape values (TDim: a `Shape` output, in tract's type) count as int64
+/// when every one is a number.
 pub(crate) fn f32_view<'a>(t: &'a Tensor, buf: &'a mut Vec<f32>) -> Option<&'a [f32]> {
-    if t.datum_type() == DatumType::F32 {
-        if let Ok(v) = t.try_as_plain_ram() {
-            if let Ok(s) = v.as_slice::<f32>() {
+    match t.datum_type() {
+        DatumType::F32 => {
+            if let Ok(s) = t.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()) {
                 return Some(s);
             }
         }
+        DatumType::TDim => {
+            let c = t.cast_to::<i64>().ok()?;
+            *buf = c
+                .to_plain_array_view::<i64>()
+                .ok()?
+                .iter()
+                .map(|v| *v as f32)
+                .collect();
+            return Some(buf.as_slice());
+        }
+        _ => {}
     }
     *buf = values_f32(t)?;
     Some(buf.as_slice())
