@@ -72,22 +72,28 @@ impl Default for MinMax {
 impl MinMax {
     pub fn update(&mut self, values: &[f32]) {
         // 16 independent lanes (the compiler turns them into vector min / max / compare): a NaN compares
-        // false, so it never becomes an end of the range, and is counted apart
+        // false, so it never becomes an end of the range, and is counted apart (u32 lanes, emptied every 2^30
+        // chunks so they cannot overflow)
         const L: usize = 16;
         let mut lo = [self.min; L];
         let mut hi = [self.max; L];
-        let mut nan = [0u64; L];
+        let mut nans = 0u64;
         let chunks = values.chunks_exact(L);
         let tail = chunks.remainder();
-        for c in chunks {
-            for j in 0..L {
-                let v = c[j];
-                lo[j] = if v < lo[j] { v } else { lo[j] };
-                hi[j] = if v > hi[j] { v } else { hi[j] };
-                nan[j] += u64::from(v.is_nan());
+        let body = &values[..values.len() - tail.len()];
+        for block in body.chunks(L << 30) {
+            let mut nan = [0u32; L];
+            for c in block.chunks_exact(L) {
+                let c: &[f32; L] = c.try_into().expect("chunks of L");
+                for j in 0..L {
+                    let v = c[j];
+                    lo[j] = if v < lo[j] { v } else { lo[j] };
+                    hi[j] = if v > hi[j] { v } else { hi[j] };
+                    nan[j] += u32::from(v.is_nan());
+                }
             }
+            nans += nan.iter().map(|n| u64::from(*n)).sum::<u64>();
         }
-        let mut nans: u64 = nan.iter().sum();
         // lanes that saw nothing still hold the old range, which folds back unchanged
         for v in lo {
             if v < self.min {
