@@ -19,6 +19,7 @@ use crate::validate::ValidateOptions;
 
 /// Runs calibration samples through tract. The samples come from `options` exactly as for `compare`: files or
 /// a folder (`inputs`), else `samples` seeded random samples at the shapes `dims` / `default_dim` give.
+/// `options.optimize` is not consulted: calibration always runs the optimised plan (see the module doc).
 #[derive(Clone, Debug, Default)]
 pub struct TractCalibrator {
     pub options: ValidateOptions,
