@@ -1,16 +1,19 @@
 //! Static QDQ benchmark: a generated CNN (224x224 input, 10 conv layers of 64 channels with BatchNorm folded,
 //! residual Adds, a Gemm head) calibrated on 8 seeded samples, quantised by us and by ONNX Runtime's
-//! `quantize_static` (QDQ, per-channel int8 weights, uint8 activations, MinMax): time and peak RSS of each, file
-//! sizes, ORT latency of both outputs and the output cosine of each against the float model.
+//! `quantize_static` (QDQ, per-channel int8 weights, uint8 activations, MinMax): time, CPU time and peak RSS of
+//! each, file sizes, ORT latency of both outputs and the output cosine of each against the float model.
 //!
 //!     cargo bench --bench quantize_static
 //!
 //! Files go to `/work/bench-tmp/quantize_static` if that folder's parent exists, else `target/bench/quantize_static`,
-//! and are deleted at the end. Each quantizer runs as a subprocess under `/usr/bin/time -f '%e %M'` (wall seconds,
-//! peak RSS in KB): ours is this bench binary re-run as `--child IN OUT CALIB` (library only: load, the
+//! and are deleted at the end (kept when `QUANTIZE_STATIC_KEEP` is set, to profile the child by hand). Each
+//! quantizer runs as a subprocess under `/usr/bin/time -f '%e %U %S %M'` (wall seconds, user and system CPU
+//! seconds, peak RSS in KB): ours is this bench binary re-run as `--child IN OUT CALIB` (library only: load, the
 //! `quantize{mode=static}` pass with the tract calibrator, save); ONNX Runtime's is the pinned venv's python
-//! (its time includes interpreter start and imports, measured apart and printed). Figures are printed, never
-//! asserted.
+//! (its time includes interpreter start and imports, measured apart and printed). Both use the machine's cores
+//! (ours: tract's kernels on rayon's pool, RAYON_NUM_THREADS; ONNX Runtime: its intra-op threads), so CPU
+//! seconds are printed beside wall time, which also depends on what else the machine runs. Figures are printed,
+//! never asserted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -162,12 +165,12 @@ fn python() -> Result<PathBuf> {
     ))
 }
 
-/// (seconds, peak RSS MB) of a command under /usr/bin/time.
-fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
+/// (wall seconds, CPU seconds (user + system), peak RSS MB) of a command under /usr/bin/time.
+fn timed(cmd: &mut Command) -> Result<(f64, f64, f64)> {
     let tf = std::env::temp_dir().join(format!("qs_time_{}", std::process::id()));
     let mut full = Command::new("/usr/bin/time");
     full.arg("-f")
-        .arg("%e %M")
+        .arg("%e %U %S %M")
         .arg("-o")
         .arg(&tf)
         .arg(cmd.get_program())
@@ -181,8 +184,10 @@ fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
     let last = t.lines().last().context("no time output")?;
     let mut it = last.split_whitespace();
     let s: f64 = it.next().context("time")?.parse()?;
+    let user: f64 = it.next().context("user")?.parse()?;
+    let sys: f64 = it.next().context("sys")?.parse()?;
     let kb: f64 = it.next().context("rss")?.parse()?;
-    Ok((s, kb / 1024.0))
+    Ok((s, user + sys, kb / 1024.0))
 }
 
 fn main() -> Result<()> {
@@ -218,14 +223,14 @@ fn main() -> Result<()> {
     let ours = dir.join("ours.onnx");
     let theirs = dir.join("ort.onnx");
     let me = std::env::current_exe()?;
-    let (t_ours, rss_ours) = timed(
+    let (t_ours, cpu_ours, rss_ours) = timed(
         Command::new(&me)
             .arg("--child")
             .arg(&src)
             .arg(&ours)
             .arg(&calib),
     )?;
-    let (t_ort, rss_ort) = timed(
+    let (t_ort, cpu_ort, rss_ort) = timed(
         Command::new(&py)
             .arg("-c")
             .arg(PY_ORT)
@@ -233,7 +238,7 @@ fn main() -> Result<()> {
             .arg(&theirs)
             .arg(&calib),
     )?;
-    let (t_imp, rss_imp) = timed(Command::new(&py).arg("-c").arg(PY_IMPORT))?;
+    let (t_imp, cpu_imp, rss_imp) = timed(Command::new(&py).arg("-c").arg(PY_IMPORT))?;
     let eval = Command::new(&py)
         .arg("-c")
         .arg(PY_EVAL)
@@ -251,17 +256,17 @@ fn main() -> Result<()> {
     }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     println!("static QDQ of a generated CNN (1x3x224x224, 11 Conv, 64 ch), {SAMPLES} calibration samples");
-    println!("| tool | time s | peak RSS MB | file bytes |");
-    println!("|---|---|---|---|");
+    println!("| tool | time s | CPU s | peak RSS MB | file bytes |");
+    println!("|---|---|---|---|---|");
     println!(
-        "| onnx-rewrite (library child) | {t_ours:.2} | {rss_ours:.0} | {} |",
+        "| onnx-rewrite (library child) | {t_ours:.2} | {cpu_ours:.2} | {rss_ours:.0} | {} |",
         size(&ours)
     );
     println!(
-        "| onnxruntime quantize_static | {t_ort:.2} | {rss_ort:.0} | {} |",
+        "| onnxruntime quantize_static | {t_ort:.2} | {cpu_ort:.2} | {rss_ort:.0} | {} |",
         size(&theirs)
     );
-    println!("| (python + imports alone) | {t_imp:.2} | {rss_imp:.0} | |");
+    println!("| (python + imports alone) | {t_imp:.2} | {cpu_imp:.2} | {rss_imp:.0} | |");
     println!(
         "float file: {} bytes; speedup {:.1}x, RSS ratio {:.2}",
         size(&src),
@@ -270,6 +275,8 @@ fn main() -> Result<()> {
     );
     println!("ORT latency (1 thread, median of 20) and output cosine vs float:");
     print!("{}", String::from_utf8_lossy(&eval.stdout));
-    std::fs::remove_dir_all(&dir)?;
+    if std::env::var_os("QUANTIZE_STATIC_KEEP").is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

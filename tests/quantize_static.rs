@@ -50,8 +50,14 @@ fn scaled(n: usize, salt: u64, s: f32) -> Vec<f32> {
 /// -> Conv 1x1 (8) -> Add(residual with the MaxPool output) -> GlobalAveragePool -> Flatten
 /// -> Gemm(transB=1, bias) -> MatMul(10x4) -> y
 fn cnn(opset: i64) -> Model {
+    cnn_side(opset, 12)
+}
+
+/// `cnn` with an input of `side` x `side`.
+fn cnn_side(opset: i64, side: usize) -> Model {
     let mut b = GraphBuilder::new("cnn");
-    let x = b.input("x", DataType::FLOAT, &["1", "3", "12", "12"]);
+    let side = side.to_string();
+    let x = b.input("x", DataType::FLOAT, &["1", "3", &side, &side]);
     let w1 = b.initializer(Tensor::from_f32(
         "w1",
         vec![8, 3, 3, 3],
@@ -360,6 +366,34 @@ fn cnn_static_qdq_structure_numbers_and_export() {
         files.push(common::save(&m, dir.path(), name));
     }
     common::check_files(&files);
+}
+
+/// Calibration runs tract's kernels on rayon's pool: the quantised model and the report are the same bytes with
+/// 1, 2 or 3 threads. At 48 x 48, conv1's matrix product has 8 x 2304 outputs in 192 tiles of 16 x 12, past
+/// tract's 64-tile threshold for threading it, and the depthwise conv and Relus are split by chunks; bias
+/// correction adds the per-channel sums to what must agree.
+#[test]
+fn same_bytes_whatever_the_thread_count() {
+    let original = cnn_side(13, 48);
+    let o = opts(|o| o.bias_correction = true);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut m = original.clone();
+            let r = quantize(&mut m, sample_opts(0, 3, &[]), &o);
+            (io::to_bytes(&m).unwrap(), r.to_string())
+        })
+    };
+    let one = run(1);
+    assert!(one.1.contains("bias corrected"), "{}", one.1);
+    for t in [2, 3] {
+        let other = run(t);
+        assert_eq!(one.1, other.1, "report with {t} threads");
+        assert!(one.0 == other.0, "model bytes differ with {t} threads");
+    }
 }
 
 /// Guard the guard: the same model with one activation scale 16x too small saturates and must fail.

@@ -308,6 +308,79 @@ fn calibrator_streams_min_max_and_histograms() {
     assert!(err.to_string().contains("nope"));
 }
 
+/// x[1,2,4,4] -> Relu -> y (the output); x -> Neg -> `dead` (feeds nothing); Shape(x) -> `shape` (a constant once
+/// tract knows x's dims).
+fn dead_end_model() -> Model {
+    use onnx_rewrite::ir::builder::{model, GraphBuilder};
+    use onnx_rewrite::ir::{DataType, OpKey};
+    let mut b = GraphBuilder::new("dead_end");
+    let x = b.input("x", DataType::FLOAT, &["1", "2", "4", "4"]);
+    let y = b.named_node("relu", OpKey::onnx("Relu"), &[Some(x)], &["y"], vec![])[0];
+    b.named_node("neg", OpKey::onnx("Neg"), &[Some(x)], &["dead"], vec![]);
+    b.named_node(
+        "shape",
+        OpKey::onnx("Shape"),
+        &[Some(x)],
+        &["shape"],
+        vec![],
+    );
+    b.output(y, DataType::FLOAT, &["1", "2", "4", "4"]);
+    model(b.build(), 13)
+}
+
+/// The calibrator observes each tensor as its node runs and tract frees it; tensors the graph outputs do not
+/// depend on and tensors tract folds into constants are observed too, once per sample, with their values.
+#[test]
+fn calibrator_observes_dead_ends_and_constants() {
+    let m = dead_end_model();
+    let mut cal = TractCalibrator::new(ValidateOptions {
+        samples: 3,
+        ..Default::default()
+    });
+    let names: Vec<String> = ["x", "y", "dead", "shape"].map(String::from).to_vec();
+    let stats = collect_stats(&mut cal, &m, &names, StatsOptions::default()).unwrap();
+    for n in &names {
+        assert_eq!(stats[n].batches, 3, "{n}");
+    }
+    // Neg and Relu are exact: the ranges follow from the input's
+    let (xlo, xhi) = stats["x"].minmax.range().unwrap();
+    assert_eq!(stats["dead"].minmax.range(), Some((-xhi, -xlo)));
+    assert_eq!(stats["y"].minmax.range(), Some((xlo.max(0.0), xhi)));
+    assert_eq!(stats["dead"].minmax.count, 3 * 32);
+    // Shape(x) = [1, 2, 4, 4] each sample
+    assert_eq!(stats["shape"].minmax.range(), Some((1.0, 4.0)));
+    assert_eq!(stats["shape"].minmax.count, 3 * 4);
+}
+
+/// An observer's error stops calibration and comes back unchanged.
+#[test]
+fn calibrator_returns_the_observers_error() {
+    use onnx_rewrite::passes::quantize::calibrate::Calibrator;
+    let m = dead_end_model();
+    let mut cal = TractCalibrator::new(ValidateOptions {
+        samples: 2,
+        ..Default::default()
+    });
+    let mut seen = Vec::new();
+    let mut obs = |t: &str, _: &[f32]| -> onnx_rewrite::Result<()> {
+        seen.push(t.to_string());
+        if t == "dead" {
+            return Err(onnx_rewrite::Error::Validate(
+                "observer refused 'dead'".into(),
+            ));
+        }
+        Ok(())
+    };
+    let names: Vec<String> = ["y", "dead"].map(String::from).to_vec();
+    let e = cal.calibrate(&m, &names, &mut obs).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        onnx_rewrite::Error::Validate("observer refused 'dead'".into()).to_string()
+    );
+    // it stopped at the first sample
+    assert_eq!(seen.iter().filter(|t| *t == "dead").count(), 1, "{seen:?}");
+}
+
 // ---- cross-check with ONNX Runtime ---------------------------------------------------------------------------
 
 /// A candidate with a deterministic perturbation (up to 20%) of the largest float initializer, so the metrics

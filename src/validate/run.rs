@@ -357,21 +357,26 @@ impl Loaded {
     }
 }
 
+/// One sample's inputs, in tract's order (`inputs`, by name).
+fn feed_inputs(inputs: &[String], sample: &Sample) -> Result<TVec<TValue>> {
+    let mut v = TVec::new();
+    for name in inputs {
+        let (_, t) = sample
+            .tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| {
+                Error::Validate(format!("sample {} has no input '{name}'", sample.origin))
+            })?;
+        v.push(to_tract(t)?.into_tvalue());
+    }
+    Ok(v)
+}
+
 impl Runner {
     /// Inputs for one sample, in tract's order.
     pub fn feed(&self, sample: &Sample) -> Result<TVec<TValue>> {
-        let mut v = TVec::new();
-        for name in &self.inputs {
-            let (_, t) = sample
-                .tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| {
-                    Error::Validate(format!("sample {} has no input '{name}'", sample.origin))
-                })?;
-            v.push(to_tract(t)?.into_tvalue());
-        }
-        Ok(v)
+        feed_inputs(&self.inputs, sample)
     }
 
     pub fn run_fed(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
@@ -382,4 +387,200 @@ impl Runner {
     pub fn run(&self, sample: &Sample) -> Result<TVec<TValue>> {
         self.run_fed(self.feed(sample)?)
     }
+}
+
+/// A plan that hands chosen tensors to a callback the moment the node computing them has run, so tract frees
+/// each one as soon as its last consumer is done: a sample's peak memory is its live activations, not every
+/// watched tensor at once (which exposing them as model outputs would keep until the end of the run).
+///
+/// The watched tensors are made model outputs while tract types, declutters and optimises the model, so no
+/// rewrite fuses them away (a `Conv -> Add` whose `Conv` output is watched keeps it), then the plan is built
+/// with the graph outputs only. Watched tensors the graph outputs do not depend on (dead ends) and those tract
+/// folded into constants stay plan outputs and are handed over after the run.
+pub(crate) struct Streamer {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<String>,
+    /// Per tract node id: (output slot, watched names there).
+    watch: Vec<Vec<(usize, Vec<String>)>>,
+    /// Plan outputs past the graph outputs that are watched: (plan output index, names).
+    after: Vec<(usize, Vec<String>)>,
+    /// Whether tract's optimiser ran (`false`: it failed on this model and the decluttered form runs).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub optimized: bool,
+}
+
+impl Loaded {
+    /// A `Streamer` watching `names` (ONNX value names of the main graph: intermediate tensors or graph
+    /// outputs). A name tract's graph does not carry is an error naming it. With `optimize` tract's optimiser
+    /// runs (when it fails on the model, the decluttered form is kept and `optimized` says so).
+    pub fn streamer(&self, names: &[String], optimize: bool) -> Result<Streamer> {
+        let by_label: HashMap<&str, OutletId> = self
+            .model
+            .outlet_labels
+            .iter()
+            .map(|(o, l)| (l.as_str(), *o))
+            .collect();
+        let graph_outs = self.model.outputs.clone();
+        let n_graph = graph_outs.len();
+        // every watched name as an index into the outputs selected for optimisation
+        let mut outs = graph_outs.clone();
+        let mut at: Vec<(String, usize)> = Vec::new();
+        for n in names {
+            let ix = if let Some(i) = self.outputs.iter().position(|o| o == n) {
+                i
+            } else {
+                let o = *by_label.get(n.as_str()).ok_or_else(|| {
+                    Error::Validate(format!("calibration: tract cannot expose tensor '{n}'"))
+                })?;
+                match outs.iter().position(|x| *x == o) {
+                    Some(i) => i,
+                    None => {
+                        outs.push(o);
+                        outs.len() - 1
+                    }
+                }
+            };
+            at.push((n.clone(), ix));
+        }
+        let mut im = self.model.clone();
+        guard("selecting outputs", || im.select_output_outlets(&outs))?;
+        let typed = guard("tract could not type or declutter the model", || {
+            im.into_typed()?.into_decluttered()
+        })?;
+        let (mut typed, optimized) = if optimize {
+            match guard("tract could not optimise the model", || {
+                typed.clone().into_optimized()
+            }) {
+                Ok(t) => (t, true),
+                Err(_) => (typed, false),
+            }
+        } else {
+            (typed, false)
+        };
+        let outs = typed.outputs.clone();
+        // nodes the graph outputs depend on: they run whatever the plan's outputs are
+        let mut needed = vec![false; typed.nodes.len()];
+        let mut stack: Vec<usize> = outs[..n_graph].iter().map(|o| o.node).collect();
+        while let Some(n) = stack.pop() {
+            if !std::mem::replace(&mut needed[n], true) {
+                stack.extend(typed.nodes[n].inputs.iter().map(|i| i.node));
+            }
+        }
+        let is_const =
+            |n: usize| typed.nodes[n].op_is::<tract_onnx::tract_core::ops::konst::Const>();
+        let mut plan_outs: Vec<OutletId> = outs[..n_graph].to_vec();
+        let mut watch: Vec<Vec<(usize, Vec<String>)>> = vec![Vec::new(); typed.nodes.len()];
+        let mut after: Vec<(usize, Vec<String>)> = Vec::new();
+        for (name, ix) in at {
+            let o = outs[ix];
+            if ix < n_graph || !needed[o.node] || is_const(o.node) {
+                let p = match plan_outs.iter().position(|x| *x == o) {
+                    Some(p) => p,
+                    None => {
+                        plan_outs.push(o);
+                        plan_outs.len() - 1
+                    }
+                };
+                match after.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, v)) => v.push(name),
+                    None => after.push((p, vec![name])),
+                }
+            } else {
+                let w = &mut watch[o.node];
+                match w.iter_mut().find(|(s, _)| *s == o.slot) {
+                    Some((_, v)) => v.push(name),
+                    None => w.push((o.slot, vec![name])),
+                }
+            }
+        }
+        guard("selecting outputs", || {
+            typed.select_output_outlets(&plan_outs)
+        })?;
+        // tract's kernels split their work over rayon's current pool (the caller's `ThreadPool::install`, else
+        // the global one sized by RAYON_NUM_THREADS): matrix products by output tiles, element-wise ops by
+        // chunks, reductions by rows, so each element is computed in one fixed order and the values are the
+        // same whatever the thread count
+        let options = RunOptions {
+            executor: Some(
+                tract_onnx::tract_core::tract_linalg::multithread::Executor::RayonGlobal,
+            ),
+            ..Default::default()
+        };
+        let plan = guard("tract could not plan the model", || {
+            typed.into_runnable_with_options(&options)
+        })?;
+        Ok(Streamer {
+            plan,
+            inputs: self.inputs.clone(),
+            watch,
+            after,
+            optimized,
+        })
+    }
+}
+
+impl Streamer {
+    /// Run one sample, calling `seen(name, tensor)` for every watched tensor once (a tensor watched under
+    /// several names once per name). An error from `seen` stops the run and is returned as is.
+    pub fn run(
+        &self,
+        sample: &Sample,
+        seen: &mut dyn FnMut(&str, &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let inputs = feed_inputs(&self.inputs, sample)?;
+        let mut failed: Option<Error> = None;
+        let plan = self.plan.clone();
+        let watch = &self.watch;
+        let ran = guard("tract failed running the model", || {
+            let mut state = plan.spawn()?;
+            state.run_plan_with_eval(inputs, |ctx, op_state, node, ins| -> TractResult<_> {
+                let vs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, ins)?;
+                for (slot, names) in &watch[node.id] {
+                    for n in names {
+                        if let Err(e) = seen(n, &vs[*slot]) {
+                            failed = Some(e);
+                            anyhow::bail!("calibration observer failed on '{n}'");
+                        }
+                    }
+                }
+                Ok(vs)
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let outs = ran?;
+        for (p, names) in &self.after {
+            for n in names {
+                seen(n, &outs[*p])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tensor's values as an f32 slice without a copy when it holds f32, else widened into `buf` (`None` for
+/// types that are not numbers). tract's shape values (TDim: a `Shape` output, in tract's type) count as int64
+/// when every one is a number.
+pub(crate) fn f32_view<'a>(t: &'a Tensor, buf: &'a mut Vec<f32>) -> Option<&'a [f32]> {
+    match t.datum_type() {
+        DatumType::F32 => {
+            if let Ok(s) = t.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()) {
+                return Some(s);
+            }
+        }
+        DatumType::TDim => {
+            let c = t.cast_to::<i64>().ok()?;
+            *buf = c
+                .to_plain_array_view::<i64>()
+                .ok()?
+                .iter()
+                .map(|v| *v as f32)
+                .collect();
+            return Some(buf.as_slice());
+        }
+        _ => {}
+    }
+    *buf = values_f32(t)?;
+    Some(buf.as_slice())
 }

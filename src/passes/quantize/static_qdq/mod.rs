@@ -1076,11 +1076,16 @@ impl Observer for Collector {
                     *counts = vec![0; ch];
                 }
                 if sums.len() == ch && inner > 0 {
-                    for (i, v) in values.iter().enumerate() {
-                        if v.is_finite() {
-                            let c = (i / inner) % ch;
-                            sums[c] += f64::from(*v);
-                            counts[c] += 1;
+                    // blocks of `inner` values share a channel; each channel's sum takes its values in the
+                    // order they come
+                    for (b, block) in values.chunks(inner).enumerate() {
+                        let c = b % ch;
+                        let (s, k) = (&mut sums[c], &mut counts[c]);
+                        for v in block {
+                            if v.is_finite() {
+                                *s += f64::from(*v);
+                                *k += 1;
+                            }
                         }
                     }
                 }
