@@ -300,15 +300,19 @@ pub(crate) struct Runner {
 }
 
 impl Loaded {
-    /// Outlets labelled with these names (ONNX value names), that exist in tract's graph, skipping those that
-    /// are already outputs. Returns them in the order given.
-    fn outlets_for(&self, names: &[String]) -> Vec<(String, OutletId)> {
-        let by_label: HashMap<&str, OutletId> = self
-            .model
+    /// Every labelled outlet of tract's graph by its label (the ONNX value name).
+    fn outlets_by_label(&self) -> HashMap<&str, OutletId> {
+        self.model
             .outlet_labels
             .iter()
             .map(|(o, l)| (l.as_str(), *o))
-            .collect();
+            .collect()
+    }
+
+    /// Outlets labelled with these names (ONNX value names), that exist in tract's graph, skipping those that
+    /// are already outputs. Returns them in the order given.
+    fn outlets_for(&self, names: &[String]) -> Vec<(String, OutletId)> {
+        let by_label = self.outlets_by_label();
         let outs = self.model.outputs.clone();
         names
             .iter()
@@ -414,12 +418,7 @@ impl Loaded {
     /// outputs). A name tract's graph does not carry is an error naming it. With `optimize` tract's optimiser
     /// runs (when it fails on the model, the decluttered form is kept and `optimized` says so).
     pub fn streamer(&self, names: &[String], optimize: bool) -> Result<Streamer> {
-        let by_label: HashMap<&str, OutletId> = self
-            .model
-            .outlet_labels
-            .iter()
-            .map(|(o, l)| (l.as_str(), *o))
-            .collect();
+        let by_label = self.outlets_by_label();
         let graph_outs = self.model.outputs.clone();
         let n_graph = graph_outs.len();
         // every watched name as an index into the outputs selected for optimisation
