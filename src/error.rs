@@ -35,6 +35,10 @@ pub enum Error {
     /// A pass failed; names the pass and, where known, the node.
     #[error("pass '{pass}': {msg}")]
     Pass { pass: String, msg: String },
+    /// A pass's own drift budget cannot be met by any choice it has (lowrank `drift_budget`): exit code 4, as
+    /// for drift past a validation tolerance; nothing is written.
+    #[error("pass '{pass}': {msg}")]
+    BudgetUnmet { pass: String, msg: String },
     /// The graph broke an IR invariant (use-def, cycle, names), found by `verify`.
     #[error("graph '{graph}' does not verify: {msg}")]
     Verify { graph: String, msg: String },
@@ -113,7 +117,8 @@ impl Error {
         match self {
             Error::Invalid { .. } | Error::Read { .. } => 3,
             Error::Usage(_) | Error::Refused(_) => 2,
-            // 4 is only "drift past tolerance", which is a report, not an error.
+            // 4 is drift past a tolerance: a report, not an error, except a pass budget no choice meets
+            Error::BudgetUnmet { .. } => 4,
             Error::Validate(_) | Error::CannotValidate { .. } => 5,
             Error::Write { .. } | Error::Pass { .. } | Error::Verify { .. } => 1,
         }

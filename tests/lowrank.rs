@@ -878,6 +878,30 @@ fn drift_budget_on_fixture() {
         err.contains("drift_budget cannot be met") && !out.exists(),
         "{err}"
     );
+    // the same through `run` (a pass list and a recipe): exit 4 too, not 1
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        "[[pass]]\nname = \"lowrank\"\noptions = { drift_budget = 0.99 }\n",
+    )
+    .unwrap();
+    for how in [
+        ["-p", "lowrank{drift_budget=0.99}"],
+        ["--recipe", recipe.to_str().unwrap()],
+    ] {
+        let (code, _, err) = common::cli(
+            &[
+                &["run", f.to_str().unwrap(), out.to_str().unwrap()][..],
+                &how[..],
+            ]
+            .concat(),
+        );
+        assert_eq!(code, 4, "run {how:?}: {err}");
+        assert!(
+            err.contains("drift_budget cannot be met") && !out.exists(),
+            "{err}"
+        );
+    }
     let (code, text, err) = common::cli(&[
         "lowrank",
         a.to_str().unwrap(),

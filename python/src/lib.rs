@@ -122,6 +122,7 @@ fn raise(py: Python<'_>, e: Error) -> PyErr {
     let class = match e.exit_code() {
         2 => "UsageError",
         3 => "BadModelError",
+        4 => "DriftError",
         5 => "CannotValidateError",
         _ => "OnnxRewriteError",
     };

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import onnx
 import onnx.helper as oh
+from onnx import numpy_helper
 import pytest
 
 import onnx_rewrite as rw
@@ -246,6 +247,24 @@ def test_drift_error_carries_the_report():
     assert e.value.report["status"] == "budget_failed"
     assert e.value.report["failed_pass"].startswith("quantize")
     assert "budget broken by quantize" in str(e.value)
+
+
+def test_unmet_pass_budget_is_a_drift_error(cli, tmp_path):
+    # one 64x64 weight of full, flat rank: no low-rank split keeps a 0.99 output cosine
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    x = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 64])
+    y = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 64])
+    g = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y],
+                      [numpy_helper.from_array(w, "w")])
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)])
+    path = tmp_path / "flat.onnx"
+    onnx.save(m, str(path))
+    recipe = {"pass": [{"name": "lowrank", "options": {"drift_budget": 0.99}}]}
+    with pytest.raises(rw.DriftError, match="drift_budget cannot be met") as e:
+        rw.run(m, recipe, latency=0)
+    p = cli_run(cli, "run", path, tmp_path / "out.onnx", "-p", "lowrank{drift_budget=0.99}", check=False)
+    assert e.value.exit_code == p.returncode == 4
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_cannot_validate(cli, tmp_path):

@@ -93,13 +93,11 @@ enum Mode {
     Drift(f64),
 }
 
-/// Whether `e` is the error of a `drift_budget` that no split meets (the CLI exits 4 on it, as for drift
-/// past a validation tolerance).
+/// Whether `e` is the error of a `drift_budget` that no split meets (exit code 4, as for drift past a
+/// validation tolerance).
 pub fn budget_unmet(e: &Error) -> bool {
-    matches!(e, Error::Pass { pass, msg } if pass == PASS && msg.starts_with(UNMET))
+    matches!(e, Error::BudgetUnmet { pass, .. } if pass == PASS)
 }
-
-const UNMET: &str = "drift_budget cannot be met";
 
 impl LowRank {
     pub fn new(opts: LowRankOptions) -> Result<LowRank> {
@@ -735,12 +733,15 @@ impl LowRank {
                             .iter()
                             .zip(&top.ranks)
                             .filter(|(_, r)| r.is_some())
-                            .map(|(&i, _)| found[i].at.as_str())
+                            .map(|(&i, _)| match found[i].at.as_str() {
+                                "" => "an unnamed node",
+                                at => at,
+                            })
                             .collect();
-                        return Err(Error::Pass {
+                        return Err(Error::BudgetUnmet {
                             pass: PASS.into(),
                             msg: format!(
-                                "{UNMET}: the least lossy split ({} of {total} weight parameters kept, splitting {}) already gives worst output cosine {c_hi:.6} < {want}",
+                                "drift_budget cannot be met: the least lossy split ({} of {total} weight parameters kept, splitting {}) already gives worst output cosine {c_hi:.6} < {want}",
                                 top.params,
                                 names.join(", ")
                             ),
