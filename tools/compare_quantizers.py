@@ -12,7 +12,8 @@ For each model (the real models of tools/real_models.json found in --cache, plus
    folders (our `--input`) and fed to ONNX Runtime's CalibrationDataReader / NNCF's Dataset;
 3. quantizers, all QDQ, per-channel int8 weights, uint8 activations:
    - ours:      `onnx-rewrite quantize F OUT --mode static --input CALIB` (MinMax)
-   - ours+q:    the same with the quality options of item 5 (--ours-q, default `--method percentile --equalize`)
+   - ours+q:    the same with the quality options of item 5 (--ours-q, default `--method percentile --equalize
+                --bias-correction`)
    - ort:       quantize_static(QuantFormat.QDQ, per_channel=True, QUInt8 activations, QInt8 weights, MinMax)
    - nncf:      nncf.quantize(default preset) when an interpreter with nncf is given (--nncf-python)
 4. every quantised model runs in ONNX Runtime (default optimisations, one thread) on other seeded samples
@@ -248,7 +249,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "target/compare-quantizers"))
     ap.add_argument("--nncf-python", default="")
     ap.add_argument("--json", default="")
-    ap.add_argument("--ours-q", default="--method percentile --equalize",
+    ap.add_argument("--ours-q", default="--method percentile --equalize --bias-correction",
                     help="the quality options of the ours+q column")
     a = ap.parse_args()
     work = Path(a.work)
