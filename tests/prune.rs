@@ -1550,3 +1550,187 @@ fn channel_pruning_two_grouped_readers_take_the_lcm() {
     assert_eq!(weight(&r, "gb", 1).dims, [kt, k1 / 4, 3, 3]);
     zero_equals_remove(&m0, &z, &oz, &r, "g24");
 }
+
+/// Weights stored quantized are pruned, not skipped: `Mul(Cast(int8), scale)` (minilm_l6_int8, every linear
+/// layer) and `DequantizeLinear(q, scale, zero_point)` per channel with non-zero zero points (our own weight-only
+/// output of the bundled model). Pruned elements take their zero point, so the dequantized weight is exactly 0
+/// there; the ranking follows the dequantized magnitudes; every other integer is unchanged; N:M holds on the
+/// stored integers; the files pass the checker and run in ONNX Runtime.
+#[test]
+fn magnitude_and_nm_on_quantized_storage() {
+    let dir = common::tempdir();
+    let mut files = Vec::new();
+    // (stored name, integers, zero point and scale per element) of a layer, found from the reading node
+    let storage = |m: &Model, node: &str| -> (String, Tensor, Vec<f64>, Vec<f64>) {
+        let g = &m.graph;
+        let (_, n) = g.nodes().find(|(_, n)| n.name() == node).unwrap();
+        let (_, d) = g.producer(n.input(1).unwrap()).unwrap();
+        // numpy broadcasting of `t` onto dims `to` (right-aligned), or along `axis` for a 1-D tensor
+        let spread = |t: &Tensor, to: &[i64], axis: Option<usize>| -> Vec<f64> {
+            let v = t.to_f64_vec().unwrap();
+            let n: i64 = to.iter().product();
+            if v.len() == 1 {
+                return vec![v[0]; n as usize];
+            }
+            let mut dims = vec![1i64; to.len()];
+            match axis {
+                Some(a) => dims[a] = t.dims[0],
+                None => dims[to.len() - t.dims.len()..].copy_from_slice(&t.dims),
+            }
+            (0..n)
+                .map(|i| {
+                    let (mut rem, mut k, mut stride) = (i, 0i64, 1i64);
+                    let mut idx = vec![0i64; to.len()];
+                    for a in (0..to.len()).rev() {
+                        idx[a] = rem % to[a];
+                        rem /= to[a];
+                    }
+                    for a in (0..to.len()).rev() {
+                        if dims[a] != 1 {
+                            k += idx[a] * stride;
+                            stride *= dims[a];
+                        }
+                    }
+                    v[k as usize]
+                })
+                .collect()
+        };
+        if d.op.is("DequantizeLinear") {
+            let q = g.constant(d.input(0).unwrap()).unwrap().into_owned();
+            let axis = d.get_int("axis").unwrap().unwrap_or(1) as usize;
+            let s = spread(
+                &g.constant(d.input(1).unwrap()).unwrap(),
+                &q.dims,
+                Some(axis),
+            );
+            let z = spread(
+                &g.constant(d.input(2).unwrap()).unwrap(),
+                &q.dims,
+                Some(axis),
+            );
+            (g.value_name(d.input(0).unwrap()).to_string(), q, z, s)
+        } else {
+            assert!(d.op.is("Mul"), "{node}: weight from {}", d.op.op_type);
+            let (k, cast) = [0, 1]
+                .into_iter()
+                .find_map(|k| {
+                    g.producer(d.input(k).unwrap())
+                        .filter(|(_, c)| c.op.is("Cast"))
+                        .map(|(_, c)| (k, c))
+                })
+                .unwrap();
+            let q = g.constant(cast.input(0).unwrap()).unwrap().into_owned();
+            let s = spread(&g.constant(d.input(1 - k).unwrap()).unwrap(), &q.dims, None);
+            let n = q.numel().unwrap() as usize;
+            (
+                g.value_name(cast.input(0).unwrap()).to_string(),
+                q,
+                vec![0.0; n],
+                s,
+            )
+        }
+    };
+    let mut quantized =
+        io::load(&common::root().join("fixtures/digits_resnet/digits_resnet.onnx")).unwrap();
+    onnx_rewrite::passes::run_pipeline(&mut quantized, &["quantize"], &Default::default()).unwrap();
+    let l6 = common::real_models()
+        .into_iter()
+        .find(|(m, _)| m.name == "minilm_l6_int8")
+        .map(|(_, p)| io::load(&p).unwrap())
+        .expect("minilm_l6_int8 in the cache");
+    for (tag, m0, expect) in [
+        ("digits_resnet_int8", quantized, 3),
+        ("minilm_l6_int8", l6, 36),
+    ] {
+        let mut m = m0.clone();
+        let out = prune(
+            &mut m,
+            PruneOptions {
+                sparsity: 0.5,
+                ..Default::default()
+            },
+        );
+        assert!(
+            out.layers.len() >= expect,
+            "{tag}: {} layers pruned",
+            out.layers.len()
+        );
+        let mut some_nonzero_zp = false;
+        for l in &out.layers {
+            let (name, q0, zp, sc) = storage(&m0, &l.node);
+            let (name1, q1, _, _) = storage(&m, &l.node);
+            assert_eq!(name, name1);
+            assert_eq!(l.weight, name, "{tag}: the report names the stored tensor");
+            let (a, b) = (q0.to_f64_vec().unwrap(), q1.to_f64_vec().unwrap());
+            let at_zp = b.iter().zip(&zp).filter(|(x, z)| x == z).count();
+            let need = (a.len() as f64 * 0.5).floor() as usize;
+            assert!(
+                at_zp >= need,
+                "{tag} {}: {at_zp} of {} at the zero point",
+                l.node,
+                a.len()
+            );
+            assert_eq!(q1.dtype(), q0.dtype());
+            // only elements moved to their zero point changed, and those were the smallest dequantized ones
+            let mut kept_min = f64::INFINITY;
+            let mut pruned_max = 0f64;
+            for (((x, y), z), s) in a.iter().zip(&b).zip(&zp).zip(&sc) {
+                if x != y {
+                    assert_eq!(
+                        y, z,
+                        "{tag} {}: a changed integer is not the zero point",
+                        l.node
+                    );
+                    pruned_max = pruned_max.max(((x - z) * s).abs());
+                } else if y != z {
+                    kept_min = kept_min.min(((y - z) * s).abs());
+                }
+            }
+            assert!(
+                pruned_max <= kept_min,
+                "{tag} {}: a pruned weight |{pruned_max}| > a kept one |{kept_min}|",
+                l.node
+            );
+            some_nonzero_zp |= zp.iter().any(|z| *z != 0.0);
+        }
+        if tag == "digits_resnet_int8" {
+            assert!(
+                some_nonzero_zp,
+                "the asymmetric fixture has non-zero zero points"
+            );
+        }
+        files.push(common::save(&m, dir.path(), &format!("{tag}_magnitude")));
+        // N:M 2:4 on the stored integers of every pruned MatMul (the 36 linear layers of minilm_l6_int8)
+        let mut n = m0.clone();
+        let on = prune(
+            &mut n,
+            PruneOptions {
+                method: "nm".into(),
+                ..Default::default()
+            },
+        );
+        assert!(!on.layers.is_empty(), "{tag}: N:M pruned nothing");
+        let mut checked = 0;
+        for l in on.layers.iter().filter(|l| l.op == "MatMul") {
+            checked += 1;
+            let (_, q, zp, _) = storage(&n, &l.node);
+            let eff: Vec<f64> = q
+                .to_f64_vec()
+                .unwrap()
+                .iter()
+                .zip(&zp)
+                .map(|(x, z)| x - z)
+                .collect();
+            assert!(
+                satisfies_nm(&eff, &l.op, &q.dims, 1, false, 2, 4),
+                "{tag}: {}",
+                l.node
+            );
+        }
+        if tag == "minilm_l6_int8" {
+            assert_eq!(checked, 36, "{tag}: N:M layers");
+        }
+        files.push(common::save(&n, dir.path(), &format!("{tag}_nm")));
+    }
+    common::check_files(&files);
+}

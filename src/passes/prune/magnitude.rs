@@ -96,8 +96,136 @@ struct Target {
     node: String,
     op: String,
     layout: Option<Reduction>,
+    /// The weight as the op reads it (dequantized when the storage is quantized).
     values: Vec<f64>,
+    /// The stored tensor.
     tensor: Tensor,
+    /// Set when the storage is quantized: each element's zero point, written where the weight is pruned.
+    zero_points: Option<Vec<f64>>,
+}
+
+/// A weight stored quantized and dequantized in the graph: `DequantizeLinear(q, scale[, zero_point])` per
+/// tensor or per axis, or `Mul(Cast(q), scale)` (either operand order, `scale` broadcast as numpy does), `q`,
+/// `scale` and the zero point constant. Already-quantized exports store weights this way.
+struct Dequantized {
+    storage: WeightRef,
+    scale: Tensor,
+    zero_point: Option<Tensor>,
+    /// DequantizeLinear's axis (None: `Mul`, broadcast).
+    axis: Option<i64>,
+}
+
+fn dequantized(site: &crate::ir::Site<'_>, v: crate::ir::ValueId) -> Result<Option<Dequantized>> {
+    let g = site.graph();
+    let Some((_, node)) = g.producer(v) else {
+        return Ok(None);
+    };
+    if !node.op.is_default_domain() {
+        return Ok(None);
+    }
+    let konst = |x: Option<crate::ir::ValueId>| x.and_then(|x| site.scope.constant(x));
+    if node.op.is("DequantizeLinear") {
+        if node.get_int("block_size")?.unwrap_or(0) != 0 {
+            return Ok(None);
+        }
+        let (Some(q), Some(scale)) = (node.input(0), konst(node.input(1))) else {
+            return Ok(None);
+        };
+        let Some(storage) = site.scope.weight(q) else {
+            return Ok(None);
+        };
+        let zero_point = match node.input(2) {
+            None => None,
+            Some(z) => match site.scope.constant(z) {
+                Some(t) => Some(t.into_owned()),
+                None => return Ok(None),
+            },
+        };
+        return Ok(Some(Dequantized {
+            storage,
+            scale: scale.into_owned(),
+            zero_point,
+            axis: Some(node.get_int("axis")?.unwrap_or(1)),
+        }));
+    }
+    if node.op.is("Mul") {
+        for (a, b) in [(0, 1), (1, 0)] {
+            let Some((_, cast)) = node.input(a).and_then(|x| g.producer(x)) else {
+                continue;
+            };
+            if !cast.op.is("Cast") {
+                continue;
+            }
+            let (Some(q), Some(scale)) = (cast.input(0), konst(node.input(b))) else {
+                continue;
+            };
+            if let Some(storage) = site.scope.weight(q) {
+                return Ok(Some(Dequantized {
+                    storage,
+                    scale: scale.into_owned(),
+                    zero_point: None,
+                    axis: None,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Per element of a `dims` tensor: the index of the `small`-dims tensor broadcast onto it (numpy rules, or
+/// along `axis` for a 1-D per-axis tensor); None when it does not broadcast to exactly `dims`.
+fn broadcast_index(dims: &[i64], small: &[i64], axis: Option<i64>) -> Option<Vec<usize>> {
+    let n: usize = dims.iter().map(|d| *d as usize).product();
+    let numel: i64 = small.iter().product();
+    if numel == 1 {
+        return Some(vec![0; n]);
+    }
+    // the small tensor's dims aligned to `dims`
+    let aligned: Vec<i64> = match axis {
+        Some(a) => {
+            let a = if a < 0 { a + dims.len() as i64 } else { a };
+            if small.len() != 1 || a < 0 || a as usize >= dims.len() || dims[a as usize] != small[0]
+            {
+                return None;
+            }
+            (0..dims.len())
+                .map(|i| if i == a as usize { small[0] } else { 1 })
+                .collect()
+        }
+        None => {
+            if small.len() > dims.len() {
+                return None;
+            }
+            let mut v = vec![1; dims.len() - small.len()];
+            v.extend_from_slice(small);
+            v
+        }
+    };
+    if aligned.iter().zip(dims).any(|(s, d)| *s != 1 && s != d) {
+        return None;
+    }
+    // strides of the small tensor over the aligned axes (0 where broadcast)
+    let mut strides = vec![0usize; dims.len()];
+    let mut acc = 1usize;
+    for i in (0..dims.len()).rev() {
+        if aligned[i] != 1 {
+            strides[i] = acc;
+            acc *= aligned[i] as usize;
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; dims.len()];
+    for _ in 0..n {
+        out.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        for k in (0..dims.len()).rev() {
+            idx[k] += 1;
+            if (idx[k] as i64) < dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    Some(out)
 }
 
 fn is_float(dt: DataType) -> bool {
@@ -109,7 +237,8 @@ fn is_float(dt: DataType) -> bool {
 fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Target>> {
     let mut out: Vec<Target> = Vec::new();
     let mut seen: BTreeMap<(Vec<(u32, usize)>, String), usize> = BTreeMap::new();
-    let mut found: Vec<(WeightRef, String, String, i64, bool)> = Vec::new();
+    type Found = (WeightRef, String, String, i64, bool, Option<Dequantized>);
+    let mut found: Vec<Found> = Vec::new();
     model.visit_graphs(&mut |site| {
         let g = site.graph();
         for (_, node) in g.nodes() {
@@ -127,17 +256,23 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
                 continue;
             }
             let Some(wv) = node.input(1) else { continue };
-            let Some(w) = site.scope.weight(wv) else {
-                report.remark(at, Outcome::Skipped, "input 1 is not a constant weight");
-                continue;
+            let (w, deq) = match site.scope.weight(wv) {
+                Some(w) => (w, None),
+                None => match dequantized(&site, wv)? {
+                    Some(d) => (d.storage.clone(), Some(d)),
+                    None => {
+                        report.remark(at, Outcome::Skipped, "input 1 is not a constant weight");
+                        continue;
+                    }
+                },
             };
             let group = node.get_int("group")?.unwrap_or(1);
             let trans_b = node.get_int("transB")?.unwrap_or(0) != 0;
-            found.push((w, at, op.to_string(), group, trans_b));
+            found.push((w, at, op.to_string(), group, trans_b, deq));
         }
         Ok(())
     })?;
-    for (w, at, op, group, trans_b) in found {
+    for (w, at, op, group, trans_b, deq) in found {
         let key = (
             w.path
                 .0
@@ -150,6 +285,63 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
             continue;
         }
         let tensor = model.graph.read_weight(&w)?.into_owned();
+        if let Some(d) = deq {
+            // quantized storage: ranked by the dequantized values, pruned by writing the zero point
+            let dt = tensor.dtype();
+            let int = [
+                DataType::INT8,
+                DataType::UINT8,
+                DataType::INT16,
+                DataType::UINT16,
+            ];
+            let how = |why: &str| format!("weight '{}' ({}): {why}", w.name, dt.name());
+            if !int.contains(&dt) || !d.scale.dtype().is_float() {
+                report.remark(
+                    at,
+                    Outcome::Skipped,
+                    how("quantized storage of a type not pruned"),
+                );
+                continue;
+            }
+            let si = broadcast_index(&tensor.dims, &d.scale.dims, d.axis);
+            let zi = match &d.zero_point {
+                Some(z) => broadcast_index(&tensor.dims, &z.dims, d.axis),
+                None => si.as_ref().map(|v| vec![0; v.len()]),
+            };
+            let (Some(si), Some(zi)) = (si, zi) else {
+                report.remark(
+                    at,
+                    Outcome::Skipped,
+                    how("its scale does not broadcast onto it"),
+                );
+                continue;
+            };
+            let scale = d.scale.to_f64_vec()?;
+            let zp = match &d.zero_point {
+                Some(z) => z.to_f64_vec()?,
+                None => vec![0.0],
+            };
+            let q = tensor.to_f64_vec()?;
+            let zero_points: Vec<f64> = zi.iter().map(|&k| zp[k]).collect();
+            let values = q
+                .iter()
+                .zip(&si)
+                .zip(&zero_points)
+                .map(|((x, &k), z)| (x - z) * scale[k])
+                .collect();
+            let layout = reduction_of(&op, &tensor.dims, group, trans_b);
+            seen.insert(key, out.len());
+            out.push(Target {
+                w,
+                node: at,
+                op,
+                layout,
+                values,
+                tensor,
+                zero_points: Some(zero_points),
+            });
+            continue;
+        }
         if !is_float(tensor.dtype()) {
             report.remark(
                 at,
@@ -172,6 +364,7 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
             layout,
             values,
             tensor,
+            zero_points: None,
         });
     }
     Ok(out)
@@ -324,16 +517,36 @@ pub(super) fn run(
         if after == before[k] {
             if p.sparse_storage {
                 let last = out.len() - 1;
-                out[last].stored_sparse =
-                    store_sparse(p, model, &t.w, &t.node, &t.tensor, after, report)?;
+                out[last].stored_sparse = store_sparse(
+                    p,
+                    model,
+                    &t.w,
+                    &t.node,
+                    &t.tensor,
+                    stored_zeros(&t, &t.tensor, after)?,
+                    report,
+                )?;
             }
             continue;
         }
+        let stored = match &t.zero_points {
+            // quantized storage: pruned elements take their zero point, the others keep their integers
+            Some(zp) => {
+                let mut q = t.tensor.to_f64_vec()?;
+                for ((x, v), z) in q.iter_mut().zip(&t.values).zip(zp) {
+                    if *v == 0.0 {
+                        *x = *z;
+                    }
+                }
+                q
+            }
+            None => t.values.clone(),
+        };
         let mut nt = Tensor::from_f64_as(
             t.tensor.name(),
             t.tensor.dtype(),
             t.tensor.dims.clone(),
-            &t.values,
+            &stored,
         )
         .map_err(|e| Error::Pass {
             pass: PASS.into(),
@@ -357,7 +570,8 @@ pub(super) fn run(
                 });
             if let Some(w) = w {
                 let last = out.len() - 1;
-                out[last].stored_sparse = store_sparse(p, model, &w, &t.node, &nt, after, report)?;
+                let zeros = stored_zeros(&t, &nt, after)?;
+                out[last].stored_sparse = store_sparse(p, model, &w, &t.node, &nt, zeros, report)?;
             }
         }
         report.remark(
@@ -373,6 +587,15 @@ pub(super) fn run(
         );
     }
     Ok(out)
+}
+
+/// Zeros of the stored tensor: the pruned weight's zeros, except for quantized storage, whose pruned elements
+/// hold their zero point (a sparse form keeps those that are not 0).
+fn stored_zeros(t: &Target, stored: &Tensor, weight_zeros: u64) -> Result<u64> {
+    Ok(match t.zero_points {
+        Some(_) => stored.to_f64_vec()?.iter().filter(|x| **x == 0.0).count() as u64,
+        None => weight_zeros,
+    })
 }
 
 /// Store pruned weight `w` (content `dense`, `zeros` of its elements zero) sparse when `sparse_storage` allows

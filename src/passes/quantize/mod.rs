@@ -44,7 +44,7 @@ crate::pass_options! {
         percentile: f64 = 99.999,
         /// mode=static: activation type, uint8 or int8.
         activation_type: String = "uint8".to_string(),
-        /// mode=static: further ops: activations only (Add, Mul, pools), or an embedding table (Gather, int8 rows).
+        /// mode=static: further ops: activations only (Add, Mul, pools), or an embedding table (Gather: the table and its gathered rows 8-bit in the activation type).
         activation_ops: Vec<String> = vec!["Add".into(), "Mul".into(), "GlobalAveragePool".into(), "AveragePool".into(), "Gather".into()],
         /// mode=static: cross-layer equalisation of Conv/Gemm -> Relu/LeakyRelu/PRelu -> Conv/Gemm chains first.
         equalize: bool = false,
