@@ -285,8 +285,8 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
             continue;
         }
         let tensor = model.graph.read_weight(&w)?.into_owned();
-        if let Some(d) = deq {
-            // quantized storage: ranked by the dequantized values, pruned by writing the zero point
+        // quantized storage: ranked by the dequantized values, pruned by writing the zero point
+        let (values, zero_points) = if let Some(d) = deq {
             let dt = tensor.dtype();
             let int = [
                 DataType::INT8,
@@ -321,28 +321,18 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
                 Some(z) => z.to_f64_vec()?,
                 None => vec![0.0],
             };
-            let q = tensor.to_f64_vec()?;
             let zero_points: Vec<f64> = zi.iter().map(|&k| zp[k]).collect();
-            let values = q
+            let values = tensor
+                .to_f64_vec()?
                 .iter()
                 .zip(&si)
                 .zip(&zero_points)
                 .map(|((x, &k), z)| (x - z) * scale[k])
                 .collect();
-            let layout = reduction_of(&op, &tensor.dims, group, trans_b);
-            seen.insert(key, out.len());
-            out.push(Target {
-                w,
-                node: at,
-                op,
-                layout,
-                values,
-                tensor,
-                zero_points: Some(zero_points),
-            });
-            continue;
-        }
-        if !is_float(tensor.dtype()) {
+            (values, Some(zero_points))
+        } else if is_float(tensor.dtype()) {
+            (tensor.to_f64_vec()?, None)
+        } else {
             report.remark(
                 at,
                 Outcome::Skipped,
@@ -353,9 +343,8 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
                 ),
             );
             continue;
-        }
+        };
         let layout = reduction_of(&op, &tensor.dims, group, trans_b);
-        let values = tensor.to_f64_vec()?;
         seen.insert(key, out.len());
         out.push(Target {
             w,
@@ -364,7 +353,7 @@ fn targets(p: &Prune, model: &Model, report: &mut PassReport) -> Result<Vec<Targ
             layout,
             values,
             tensor,
-            zero_points: None,
+            zero_points,
         });
     }
     Ok(out)

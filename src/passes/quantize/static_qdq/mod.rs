@@ -402,6 +402,11 @@ fn select(
         let mut notes = Vec::new();
         let mut consts = Vec::new();
         let mut layout = Layout::Other;
+        // an Add that reaches a layer normalization (directly or through one more Add) stays float
+        let add_norm = match op {
+            "Add" => node.output(0).and_then(|y| reaches_norm(g, y, 1)),
+            _ => None,
+        };
         let site = match op {
             "Conv" | "ConvTranspose" => {
                 let (x, w, b, group) = if op == "Conv" {
@@ -476,14 +481,13 @@ fn select(
                 );
                 continue;
             }
-            "Add" if node.output(0).and_then(|y| reaches_norm(g, y, 1)).is_some() => {
-                let norm = node.output(0).and_then(|y| reaches_norm(g, y, 1));
+            "Add" if add_norm.is_some() => {
                 report.remark(
                     at,
                     Outcome::Skipped,
                     format!(
                         "feeds layer normalization '{}' (through at most one more Add): a residual stream carries outlier channels a per-tensor 8-bit range crushes; left float",
-                        norm.unwrap_or_default()
+                        add_norm.unwrap_or_default()
                     ),
                 );
                 continue;
