@@ -401,6 +401,92 @@ fn skips_what_it_cannot_fold_with_a_reason() {
     );
 }
 
+/// paddle2onnx's pattern: ConvTranspose -> Add(bias [1,C,1,1] in a Constant node) -> BatchNormalization, and a
+/// per-channel Mul [C,1,1] on the way: both fold (the steps are erased with their constants); an Add of a
+/// constant that varies along a spatial axis is not per channel and is skipped with a reason.
+#[test]
+fn folds_through_per_channel_add_and_mul() {
+    let mut b = GraphBuilder::new("steps");
+    let x = b.input("x", DataType::FLOAT, &["1", "4", "5", "5"]);
+    let w = b.initializer(Tensor::from_f32(
+        "w",
+        vec![4, 6, 2, 2],
+        &common::vals(96, 1),
+    ));
+    let up = b.node(
+        "ConvTranspose",
+        &[x, w],
+        vec![Attribute::ints("strides", vec![2, 2])],
+        1,
+    )[0];
+    let bias = b.node(
+        "Constant",
+        &[],
+        vec![Attribute::tensor(
+            "value",
+            Tensor::from_f32("", vec![1, 6, 1, 1], &common::vals(6, 2)),
+        )],
+        1,
+    )[0];
+    let added = b.node("Add", &[up, bias], vec![], 1)[0];
+    let k = b.initializer(Tensor::from_f32("k", vec![6, 1, 1], &positive(6, 3)));
+    let scaled = b.node("Mul", &[k, added], vec![], 1)[0];
+    let p = bn_params(&mut b, "bn1", 6, 10);
+    let n1 = b.node(
+        "BatchNormalization",
+        &[scaled, p[0], p[1], p[2], p[3]],
+        vec![],
+        1,
+    )[0];
+    // a second branch: Conv -> Add(constant varying along W) -> BN stays
+    let w2 = b.initializer(Tensor::from_f32(
+        "w2",
+        vec![6, 6, 1, 1],
+        &common::vals(36, 4),
+    ));
+    let c2 = b.node("Conv", &[n1, w2], vec![], 1)[0];
+    let ramp = b.initializer(Tensor::from_f32("ramp", vec![10], &common::vals(10, 5)));
+    let shifted = b.node("Add", &[c2, ramp], vec![], 1)[0];
+    let p = bn_params(&mut b, "bn2", 6, 20);
+    let n2 = b.node(
+        "BatchNormalization",
+        &[shifted, p[0], p[1], p[2], p[3]],
+        vec![],
+        1,
+    )[0];
+    let y = b.node("Relu", &[n2], vec![], 1)[0];
+    b.output(y, DataType::FLOAT, &["1", "6", "10", "10"]);
+    let original = model(b.build(), 13);
+    let mut m = original.clone();
+    let r = pass(&mut m, &["fold-batchnorm"]).remove(0);
+    assert_eq!(r.stats["batchnorm_folded"], 1, "{r}");
+    assert_eq!(count(&m, "BatchNormalization"), 1, "{r}");
+    let text = r.to_string();
+    assert!(
+        text.contains("through Mul 'mul_3' through Add 'add_2'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("'add_6' applies a constant of shape [10], not one value per channel"),
+        "{text}"
+    );
+    // the steps and their constants are gone; the ramp Add stays
+    assert_eq!(count(&m, "Mul"), 0);
+    assert_eq!(count(&m, "Constant"), 0);
+    assert_eq!(count(&m, "Add"), 1);
+    assert!(m.graph.value_by_name("k").is_none());
+    if let Err(e) = agree(&original, &m, &opts(&[], 1)) {
+        panic!("{e}\n{r}");
+    }
+    let dir = common::tempdir();
+    let files = [
+        common::save(&original, dir.path(), "steps"),
+        common::save(&m, dir.path(), "steps_folded"),
+    ];
+    ort_agree(&files[0], &files[1], &[]);
+    common::check_files(&files[1..]);
+}
+
 #[test]
 fn eliminate_identity_and_inference_dropout() {
     let mut b = GraphBuilder::new("ids");
@@ -497,6 +583,10 @@ fn real_cnns_fold_and_agree() {
                 r.at,
                 r.reason
             );
+        }
+        if meta.name == "ppocrv4_det" {
+            // paddle2onnx's ConvTranspose -> Add(bias) -> BatchNormalization folds too
+            assert_eq!(after, 0, "{}", reports[0]);
         }
         if before > 0 {
             assert!(

@@ -133,24 +133,19 @@ fn plan(
             g.value_name(y)
         )));
     }
-    let Some((prod, pnode)) = g.producer(view.x) else {
-        return Ok(Err(
-            "its input is not computed by a node of this graph".into()
-        ));
+    let (prod, steps) = match producer_through_steps(g, outer, view.x)? {
+        Ok(found) => found,
+        Err(why) => return Ok(Err(why)),
     };
-    if g.uses(view.x).len() != 1 || g.is_output(view.x) {
-        return Ok(Err(format!(
-            "'{}' output is also read elsewhere",
-            pnode.name()
-        )));
-    }
-    if pnode.output(0) != Some(view.x) {
-        return Ok(Err(format!("reads output #>0 of '{}'", pnode.name())));
-    }
     let Some(affine) = affine(g, outer, view)? else {
         return Ok(Err(
             "its scale, bias, mean or variance is not a float constant".into(),
         ));
+    };
+    let pnode = g.node(prod).expect("live node");
+    let affine = match compose(g, outer, prod, &steps, affine)? {
+        Ok(a) => a,
+        Err(why) => return Ok(Err(why)),
     };
     let c = affine.s.len();
     let kind = pnode.op.display();
@@ -167,16 +162,165 @@ fn plan(
         Ok(w) => w,
         Err(e) => return Ok(Err(e)),
     };
+    let mut through = String::new();
+    for step in &steps {
+        let n = g.node(step.node).expect("live node");
+        through.push_str(&format!(" through {} '{}'", n.op.display(), n.name()));
+        p.erase_node(step.node);
+        weights::drop_readers_of(g, p, step.node, &[step.constant], freed);
+    }
     let replacement = what.output;
     p.replace_all_uses(y, replacement);
     p.erase_node(bn);
     let params = [view.scale, view.bias, view.mean, view.var];
     weights::drop_readers_of(g, p, bn, &params, freed);
     Ok(Ok(format!(
-        "folded into {kind} '{}' ({c} channels; weight from {})",
+        "folded into {kind} '{}'{through} ({c} channels; weight from {})",
         pnode.name(),
         what.weight_storage
     )))
+}
+
+/// A per-channel constant `Add` or `Mul` between the producer and the BatchNormalization. paddle2onnx writes a
+/// ConvTranspose's bias as `Add(y, b[1,C,1,1])` before the BatchNormalization (PP-OCR detectors); both ops
+/// are affine per channel, so they compose with the BatchNormalization's map and the producer takes all of it.
+struct Step {
+    node: NodeId,
+    /// The constant operand.
+    constant: ValueId,
+    mul: bool,
+}
+
+/// Longest chain of constant `Add`/`Mul` steps looked through; exporters write one (a bias), rarely two.
+const MAX_STEPS: usize = 4;
+
+/// Walk back from the BatchNormalization's input through constant `Add`/`Mul` steps to the node that would
+/// take the fold; every value on the way must be read once (by the next node) and not be a graph output.
+/// When the node reached is not one a fold can take, the reason names the BatchNormalization's own producer,
+/// as without the walk.
+fn producer_through_steps(
+    g: &Graph,
+    outer: &OuterConstants,
+    x: ValueId,
+) -> Result<std::result::Result<(NodeId, Vec<Step>), String>> {
+    let mut steps = Vec::new();
+    let mut x = x;
+    loop {
+        let Some((prod, pnode)) = g.producer(x) else {
+            return Ok(Err(
+                "its input is not computed by a node of this graph".into()
+            ));
+        };
+        if g.uses(x).len() != 1 || g.is_output(x) {
+            return Ok(Err(format!(
+                "'{}' output is also read elsewhere",
+                pnode.name()
+            )));
+        }
+        if pnode.output(0) != Some(x) {
+            return Ok(Err(format!("reads output #>0 of '{}'", pnode.name())));
+        }
+        let step = (steps.len() < MAX_STEPS)
+            .then(|| constant_step(g, outer, prod))
+            .flatten();
+        match step {
+            Some((step, next)) => {
+                steps.push(step);
+                x = next;
+            }
+            None if steps.is_empty() || is_fold_target(pnode) => return Ok(Ok((prod, steps))),
+            None => {
+                let first = g.node(steps[0].node).expect("live node");
+                return Ok(Err(format!(
+                    "producer '{}' is a {}",
+                    first.name(),
+                    first.op.display()
+                )));
+            }
+        }
+    }
+}
+
+fn is_fold_target(n: &crate::ir::Node) -> bool {
+    ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+        .iter()
+        .any(|op| n.op.is(op))
+}
+
+/// `node` as a step: an `Add`/`Mul` of exactly one float constant and one computed value (returned).
+fn constant_step(g: &Graph, outer: &OuterConstants, node: NodeId) -> Option<(Step, ValueId)> {
+    let n = g.node(node)?;
+    let mul = n.op.is("Mul");
+    if !(mul || n.op.is("Add")) || n.inputs.len() != 2 {
+        return None;
+    }
+    let (a, b) = (n.input(0)?, n.input(1)?);
+    let is_const = |v| weights::read(g, outer, v).is_some_and(|t| t.dtype().is_float());
+    let (constant, next) = match (is_const(a), is_const(b)) {
+        (false, true) => (b, a),
+        (true, false) => (a, b),
+        _ => return None,
+    };
+    Some((
+        Step {
+            node,
+            constant,
+            mul,
+        },
+        next,
+    ))
+}
+
+/// The BatchNormalization's map composed with the steps' (nearest the BatchNormalization first):
+/// `s (z + k) + t = s z + (s k + t)` and `s (z k) + t = (s k) z + t`. Each constant must broadcast per
+/// channel against the producer's output: right-aligned to its rank, every dim 1 except axis 1 (C or 1).
+fn compose(
+    g: &Graph,
+    outer: &OuterConstants,
+    prod: NodeId,
+    steps: &[Step],
+    mut a: Affine,
+) -> Result<std::result::Result<Affine, String>> {
+    if steps.is_empty() {
+        return Ok(Ok(a));
+    }
+    let pnode = g.node(prod).expect("live node");
+    let rank = if pnode.op.is("Gemm") || pnode.op.is("MatMul") {
+        Some(2)
+    } else {
+        pnode
+            .input(1)
+            .and_then(|w| weights::read(g, outer, w))
+            .map(|t| t.dims.len())
+    };
+    let c = a.s.len();
+    for step in steps {
+        let name = g.node(step.node).expect("live node").name();
+        let t = weights::read(g, outer, step.constant).expect("checked by constant_step");
+        let per_channel = rank.is_some_and(|r| {
+            t.dims.len() <= r
+                && t.dims.iter().enumerate().all(|(i, &d)| {
+                    let axis = r - t.dims.len() + i;
+                    d == 1 || (axis == 1 && d as usize == c)
+                })
+        });
+        if !per_channel {
+            return Ok(Err(format!(
+                "'{name}' applies a constant of shape {:?}, not one value per channel",
+                t.dims
+            )));
+        }
+        let k = to_f64(&t)?;
+        let at = |m: usize| if k.len() == 1 { k[0] } else { k[m] };
+        for m in 0..c {
+            if step.mul {
+                a.s[m] *= at(m);
+            } else {
+                a.t[m] += a.s[m] * at(m);
+            }
+        }
+    }
+    Ok(Ok(a))
 }
 
 struct Folded {
