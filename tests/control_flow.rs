@@ -100,6 +100,60 @@ fn typing_failure_hints_at_the_default_dims() {
     assert!(r.passed(), "{r}");
 }
 
+/// x[N, 2, H, W] -> Conv 5x5 (no padding): tract cannot run it at H = W = 1, so random inputs take the first
+/// ladder size it runs at for the spatial dims (N, a batch axis, stays 1) and say so; an explicit default dim
+/// (`auto_dims` off) is used as given.
+#[test]
+fn unset_spatial_dims_take_a_size_the_model_runs_at() {
+    let mut b = GraphBuilder::new("main");
+    let x = b.input("x", DataType::FLOAT, &["N", "2", "H", "W"]);
+    let w = b.initializer(Tensor::from_f32("w", vec![3, 2, 5, 5], &[0.1; 150]));
+    let y = b.node("Conv", &[x, w], vec![], 1);
+    b.output(y[0], DataType::FLOAT, &["N", "3", "H2", "W2"]);
+    let m = model(b.build(), 17);
+    let auto = ValidateOptions {
+        auto_dims: true,
+        ..Default::default()
+    };
+    let r = validate::compare(&m, &m, &auto).unwrap();
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.inputs[0].shape, [1, 2, 16, 16], "{r}");
+    assert!(
+        r.inputs[0]
+            .source
+            .contains("dims chosen: N=1, H=16, W=16 (unset spatial dims start at 16"),
+        "{r}"
+    );
+    // a rank-2 [N, K] input whose K must be 32 or more: the default is tried first, then the ladder
+    let mut b = GraphBuilder::new("main");
+    let x = b.input("x", DataType::FLOAT, &["N", "K"]);
+    let starts = b.initializer(Tensor::from_i64("starts", vec![1], &[20]));
+    let ends = b.initializer(Tensor::from_i64("ends", vec![1], &[30]));
+    let axes = b.initializer(Tensor::from_i64("axes", vec![1], &[1]));
+    let y = b.node("Slice", &[x, starts, ends, axes], vec![], 1);
+    b.output(y[0], DataType::FLOAT, &["N", "10"]);
+    let sliced = model(b.build(), 17);
+    let r = validate::compare(&sliced, &sliced, &auto).unwrap();
+    assert_eq!(r.inputs[0].shape, [1, 32], "{r}");
+    assert!(
+        r.inputs[0]
+            .source
+            .contains("dims chosen: N=1, K=32 (the model does not run with unset dims at 1"),
+        "{r}"
+    );
+    let explicit = ValidateOptions::default();
+    // tract runs the 5x5 Conv over a 1x1 input to an empty output: vacuous, and said
+    let r = validate::compare(&m, &m, &explicit).unwrap();
+    assert_eq!(r.inputs[0].shape, [1, 2, 1, 1], "{r}");
+    assert!(
+        r.remarks.contains(
+            &"output 'conv_0_out0' has no elements on these samples: nothing of it was compared"
+                .into()
+        ),
+        "{r}"
+    );
+}
+
 // ---- control flow ---------------------------------------------------------------------------------------------
 
 fn silero(name: &str) -> Model {

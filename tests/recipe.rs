@@ -546,6 +546,11 @@ fn every_example_recipe_runs_on_the_bundled_model() {
                 assert!(text.contains("QuantizeLinear("), "{text}");
             }
             "default" => assert_eq!(stat("quantize", "weights_quantized"), 5),
+            "general" => {
+                // no lowrank here: fc1 stays one weight (the default recipe splits it into two)
+                assert_eq!(stat("fold-batchnorm", "batchnorm_folded"), 1);
+                assert_eq!(stat("quantize", "weights_quantized"), 4);
+            }
             "cleanup" => {
                 // exact clean-up: the inference Dropout goes, every weight stays byte-identical
                 assert_eq!(before, after);
@@ -556,5 +561,56 @@ fn every_example_recipe_runs_on_the_bundled_model() {
         }
         outputs.push(out);
     }
+    common::check_files(&outputs);
+}
+
+/// `run IN OUT` with neither a recipe nor passes runs the built-in general recipe (drift budgets only, no labels)
+/// on a user's own model with no other flag: an image detector whose spatial dims are symbolic (they take a size
+/// the model runs at, and its score map on noise is constant, so the centred budgets are judged by the raw
+/// measures) and a VAD model whose compute sits in `If` branches.
+#[test]
+fn run_with_no_recipe_uses_the_general_one_on_real_models() {
+    let dir = common::tempdir();
+    let mut outputs = Vec::new();
+    for (meta, path) in common::real_models() {
+        if !["ppocrv4_det", "silero_vad_spox"].contains(&meta.name.as_str()) {
+            continue;
+        }
+        let out = dir.path().join(format!("{}.onnx", meta.name));
+        let rep = dir.path().join(format!("{}.json", meta.name));
+        let args = [
+            "run",
+            path.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--latency",
+            "0",
+            "--report",
+            rep.to_str().unwrap(),
+        ];
+        let (code, stdout, err) = cli(&args);
+        assert_eq!(code, 0, "{}: {stdout}\n{err}", meta.name);
+        assert!(
+            stdout.contains("recipe built-in general recipe (examples/general.toml)"),
+            "{stdout}"
+        );
+        let r = read_json(&rep);
+        assert_eq!(r["status"], "ok", "{}", meta.name);
+        let quantized = r["passes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["pass"] == "quantize")
+            .map(|p| p["stats"]["weights_quantized"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        assert!(quantized > 0, "{}: {stdout}", meta.name);
+        if meta.name == "ppocrv4_det" {
+            assert!(
+                stdout.contains("as sqnr_db: reference constant] ok"),
+                "{stdout}"
+            );
+        }
+        outputs.push(out);
+    }
+    assert_eq!(outputs.len(), 2, "the real models are fetched by the tests");
     common::check_files(&outputs);
 }

@@ -104,6 +104,8 @@ impl Samples {
             samples: self.samples.unwrap_or(d.samples),
             dims: self.dims.clone(),
             default_dim: self.default_dim.unwrap_or(d.default_dim),
+            // as on the CLI: an explicit default dim is used as it is, with no other sizes tried
+            auto_dims: self.default_dim.is_none(),
             float_range: self.float_range.unwrap_or(d.float_range),
             int_range: self.int_range.or(d.int_range),
             inputs: self.inputs.clone(),

@@ -16,12 +16,8 @@ pub struct RunArgs {
     pub input: PathBuf,
     pub output: PathBuf,
     /// Passes to run, in order: `name` or `name{key=value,...}`; repeat or separate with commas.
-    #[arg(
-        short,
-        long = "pass",
-        required_unless_present = "recipe",
-        conflicts_with = "recipe"
-    )]
+    /// With neither `-p` nor `--recipe`, the built-in general recipe runs (`examples/general.toml`).
+    #[arg(short, long = "pass", conflicts_with = "recipe")]
     pub passes: Vec<String>,
     /// A recipe (TOML): passes with options, node filters and per-pass validation budgets; drift against the
     /// input is measured after every pass and the run stops (exit 4) at the first pass past its budget.
@@ -66,6 +62,7 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<i32> {
     match &a.recipe {
         Some(path) => run_recipe(&a, recipe::load(path)?),
+        None if a.passes.is_empty() => run_recipe(&a, recipe::general()),
         None => run_specs(a),
     }
 }

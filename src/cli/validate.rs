@@ -16,11 +16,14 @@ pub struct InputArgs {
     /// Number of random samples.
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
-    /// Value of a symbolic dim, e.g. `--dim batch=4` (repeatable). Unset symbolic dims are 1 (`--default-dim`).
+    /// Value of a symbolic dim, e.g. `--dim batch=4`, or of an unnamed one as `INPUT[K]=VALUE` (repeatable).
+    /// Unset dims are 1; when the model does not run so (random inputs), the non-batch ones take the first size
+    /// of 16, 32, 64, ... 640 it runs at, and the report says which.
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     pub dims: Vec<String>,
-    #[arg(long, default_value_t = 1)]
-    pub default_dim: i64,
+    /// Value of every unset dim, without trying other sizes.
+    #[arg(long, value_name = "N")]
+    pub default_dim: Option<i64>,
     /// Range of random float inputs, `LO:HI` (default -1:1).
     #[arg(long, value_name = "LO:HI")]
     pub float_range: Option<String>,
@@ -82,7 +85,8 @@ impl InputArgs {
         let mut o = ValidateOptions {
             seed: self.seed,
             samples: self.samples,
-            default_dim: self.default_dim,
+            default_dim: self.default_dim.unwrap_or(1),
+            auto_dims: self.default_dim.is_none(),
             ..Default::default()
         };
         for d in &self.dims {

@@ -202,6 +202,16 @@ pub fn from_specs(specs: &[String]) -> Result<Recipe> {
     })
 }
 
+/// The recipe `run IN OUT` uses when given neither `--recipe` nor `-p`: drift budgets only (no labels needed)
+/// and passes that apply to any model. Its text is `examples/general.toml`, built into the binary.
+pub fn general() -> Recipe {
+    parse(
+        include_str!("../../examples/general.toml"),
+        "built-in general recipe (examples/general.toml)",
+    )
+    .expect("the built-in recipe parses (a unit test checks it)")
+}
+
 /// Read and check a recipe file.
 pub fn load(path: &std::path::Path) -> Result<Recipe> {
     let text = std::fs::read_to_string(path)

@@ -265,6 +265,22 @@ pub fn parse_budget(s: &str, line: usize) -> std::result::Result<Budget, String>
 mod tests {
     use super::*;
 
+    /// The built-in general recipe parses and needs no labels (it is what `run IN OUT` uses).
+    #[test]
+    fn the_general_recipe_needs_no_labels() {
+        let r = crate::recipe::general();
+        let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["fold-batchnorm", "eliminate-identity", "quantize", "dce"]
+        );
+        assert!(r
+            .steps
+            .iter()
+            .flat_map(|s| &s.budget)
+            .all(|b| !b.metric.needs_labels()));
+    }
+
     #[test]
     fn budgets() {
         let b = parse_budget("sqnr >= 25 dB", 4).unwrap();

@@ -71,6 +71,10 @@ pub struct BudgetCheck {
     #[serde(serialize_with = "ser_opt_f64")]
     pub value: Option<f64>,
     pub passed: bool,
+    /// Set when the value is a stand-in: a centred measure undefined on every output (each reference output is
+    /// constant) is judged by its raw counterpart, as the validator does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judged_by: Option<&'static str>,
 }
 
 /// One pass of the run.
@@ -166,10 +170,21 @@ impl PassEntry {
         // an output that could not be compared (shape / type mismatch) fails every budget
         let incomparable = v.outputs.iter().any(|o| o.metrics.is_none());
         for b in budget {
+            let mut judged_by = None;
             let value = if incomparable {
                 None
             } else {
-                self.value(b.metric)
+                self.value(b.metric).or_else(|| {
+                    // every reference output is constant (a detector's score map on noise): the centred
+                    // measures are undefined, so the raw one with the same scale judges, as in `validate`
+                    let raw = match b.metric {
+                        Metric::SqnrCenteredDb => Metric::SqnrDb,
+                        Metric::Pearson => Metric::Cosine,
+                        _ => return None,
+                    };
+                    judged_by = Some(raw.name());
+                    self.value(raw)
+                })
             };
             let passed = match value {
                 // NaN compares false: a NaN drift fails
@@ -185,6 +200,7 @@ impl PassEntry {
                 line: b.line,
                 value,
                 passed,
+                judged_by: judged_by.filter(|_| value.is_some()),
             });
         }
     }
@@ -317,9 +333,12 @@ impl fmt::Display for PipelineReport {
                 .iter()
                 .map(|b| {
                     format!(
-                        "{} [{}] {}",
+                        "{} [{}{}] {}",
                         b.budget,
                         num(b.value, 4),
+                        b.judged_by
+                            .map(|m| format!(" as {m}: reference constant"))
+                            .unwrap_or_default(),
                         if b.passed { "ok" } else { "BROKEN" }
                     )
                 })

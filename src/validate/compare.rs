@@ -887,7 +887,13 @@ fn finish_outputs(
             }
             None => {
                 let m = st.acc.finish();
-                if m.pearson.is_none()
+                if m.elements == 0 {
+                    // legitimate (a detector's boxes after NMS can be none) but vacuous: say so
+                    remarks.push(format!(
+                        "output '{}' has no elements on these samples: nothing of it was compared",
+                        st.name
+                    ));
+                } else if m.pearson.is_none()
                     && (tol.min_pearson.is_some() || tol.min_sqnr_centered_db.is_some())
                 {
                     remarks.push(format!(

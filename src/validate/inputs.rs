@@ -129,7 +129,8 @@ pub(crate) fn declared_inputs(model: &Model, opts: &ValidateOptions) -> Result<V
                 }
                 _ => {
                     fixed.push(None);
-                    opts.default_dim
+                    let key = crate::validate::dims::unnamed_key(&name, fixed.len() - 1);
+                    *opts.dims.get(&key).unwrap_or(&opts.default_dim)
                 }
             };
             if v < 0 {
@@ -307,6 +308,20 @@ pub fn prepare_samples(
     }
     if !opts.inputs.is_empty() {
         return load_samples(&decl, &opts.inputs);
+    }
+    if let Some(chosen) = crate::validate::dims::choose(reference, opts)? {
+        let with = ValidateOptions {
+            dims: chosen.dims,
+            auto_dims: false,
+            ..opts.clone()
+        };
+        let (mut specs, samples) = prepare_samples(reference, candidate, &with)?;
+        for s in &mut specs {
+            if let Some(text) = chosen.said.get(&s.name) {
+                s.source = format!("{}; {text}", s.source);
+            }
+        }
+        return Ok((specs, samples));
     }
     let mut specs = Vec::new();
     let mut plans = Vec::new();

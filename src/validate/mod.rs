@@ -43,8 +43,9 @@
 //! |---|---|---|
 //! | `seed` | 0 | seed of the random inputs (splitmix64; same seed = same inputs everywhere) |
 //! | `samples` | 1 | number of random samples |
-//! | `dims` | {} | value of each symbolic dim (`--dim batch=4`) |
+//! | `dims` | {} | value of each symbolic dim (`--dim batch=4`), or of an unnamed one as `INPUT[K]` (`--dim 'x[2]=64'`) |
 //! | `default_dim` | 1 | value of a symbolic or unknown dim not in `dims` |
+//! | `auto_dims` | false (the CLI and Python: true unless a default dim is given) | random inputs: when the model does not run with the unset dims at `default_dim`, or has unset spatial dims (axes 2+ of a rank-4+ input) and `default_dim` is below 16, try a ladder of sizes for the non-batch ones and use the first that runs (`dims.rs`; said in the inputs' descriptions) |
 //! | `float_range` | [-1, 1] | float inputs are uniform in [lo, hi) |
 //! | `int_range` | none -> [0, 2) | integer inputs: [lo, hi); an input that indexes a constant Gather table stays below its row count whatever this says |
 //! | `inputs` | [] | .npy / .pb files (one sample), or one folder (one sample, or one sample per sub-folder) |
@@ -64,6 +65,7 @@
 
 mod calibrate;
 mod compare;
+mod dims;
 mod drift;
 mod evaluate;
 mod fold;
@@ -154,6 +156,7 @@ pub struct ValidateOptions {
     pub samples: usize,
     pub dims: BTreeMap<String, i64>,
     pub default_dim: i64,
+    pub auto_dims: bool,
     pub float_range: (f64, f64),
     pub int_range: Option<(i64, i64)>,
     pub inputs: Vec<PathBuf>,
@@ -173,6 +176,7 @@ impl Default for ValidateOptions {
             samples: 1,
             dims: BTreeMap::new(),
             default_dim: 1,
+            auto_dims: false,
             float_range: (-1.0, 1.0),
             int_range: None,
             inputs: Vec::new(),
