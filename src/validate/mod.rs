@@ -55,7 +55,7 @@
 //! | `latency_runs` | none | timed runs: compare default 0 (no timing), evaluate default 10 |
 //! | `warmup_runs` | 2 | untimed runs before the timed ones |
 //! | `labels` | none | .npy of integer labels, one per row of the classifier output over all samples |
-//! | `optimize` | false | compare with tract's optimised kernels (faster, but they reorder float sums: a few ulp of drift); off = tract's reference kernels, exact against ONNX Runtime on the probe cases. Latency is always measured optimised |
+//! | `optimize` | false | compare with tract's optimised kernels (faster, but they reorder float sums: a few ulp of drift); off = tract's reference kernels, exact against ONNX Runtime on the canary cases (`fixtures/canaries`). Latency is always measured optimised |
 //!
 //! # What tract can and cannot check
 //! tract folds constant DequantizeLinear into float weights and runs activation Q/DQ as element-wise fake

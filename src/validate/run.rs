@@ -323,7 +323,7 @@ impl Loaded {
 
     /// Type, declutter (and with `optimize`, optimise) and plan, exposing `expose` (names not found in tract's
     /// graph are dropped). Without `optimize` tract runs its reference kernels: slower, but that is the form
-    /// that matches ONNX Runtime within 1e-6 on the probe cases (optimised kernels reorder float sums).
+    /// that matches ONNX Runtime on the canary cases in `fixtures/canaries` (optimised kernels reorder float sums).
     pub fn runner(&self, expose: &[String], optimize: bool) -> Result<Runner> {
         let mut im = self.model.clone();
         let extra = self.outlets_for(expose);

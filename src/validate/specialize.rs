@@ -638,17 +638,25 @@ mod tests {
         );
     }
 
-    /// The probe's If cases (ONNX Runtime's recorded outputs; the branches read initializers `one` / `two` of
-    /// the main graph): the specialised model takes the right branch and computes what ORT computed, exactly
-    /// (one elementwise op per element: both engines round the same f32 product or sum).
+    /// A committed canary case: `fixtures/canaries/<case>` (tools/make_canaries.py; model, inputs and ONNX
+    /// Runtime's outputs).
+    fn canary(case: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/canaries")
+            .join(case)
+    }
+
+    /// The canary If cases (ONNX Runtime's recorded outputs; each branch reads the graph input `X` from the
+    /// enclosing scope and an initializer of its own, `two` / `one`; the If is unnamed, so it is labelled by its
+    /// output `Y`): the specialised model takes the right branch and computes what ORT computed, exactly (one
+    /// elementwise op per element: both engines round the same f32 product or sum).
     #[test]
-    fn probe_if_cases_match_onnx_runtime_once_specialised() {
-        let probe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/probe");
+    fn canary_if_cases_match_onnx_runtime_once_specialised() {
         for (case, then) in [
             ("if_subgraph_cond_true", true),
             ("if_subgraph_cond_false", false),
         ] {
-            let dir = probe.join(case);
+            let dir = canary(case);
             let m = crate::io::load(&dir.join("model.onnx")).unwrap();
             let read = |f: &str| crate::validate::read_tensor_file(&dir.join(f)).unwrap().1;
             let s = Sample {

@@ -189,3 +189,74 @@ pub fn vals(n: usize, salt: u64) -> Vec<f32> {
 pub fn vals_f64(n: usize, salt: u64) -> Vec<f64> {
     vals(n, salt).into_iter().map(f64::from).collect()
 }
+
+// ---- the canary cases (fixtures/canaries, made by tools/make_canaries.py) -------------------------------------
+
+/// The folder of the committed canary cases: tiny models with ONNX Runtime's outputs recorded beside them.
+pub fn canaries_dir() -> PathBuf {
+    root().join("fixtures/canaries")
+}
+
+/// What tract is expected to do with a canary (`cases.json` "tract").
+#[derive(serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryExpect {
+    /// Runs it; outputs equal ONNX Runtime's within float32 summation noise; no remark.
+    Exact,
+    /// Runs it after folding a form it cannot load (int4 / uint4 / blocked) into float weights, with a remark.
+    Folded,
+    /// Cannot run it: a clear error with exit code 5 (an int4 activation; a float16 DequantizeLinear scale).
+    Refused,
+}
+
+/// One entry of `fixtures/canaries/cases.json`.
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub name: String,
+    pub exercises: String,
+    pub tract: CanaryExpect,
+    pub opset: i64,
+    /// For a case tract does not run exactly: a word its remark (folded) or its error (refused) must contain.
+    pub mention: Option<String>,
+    /// Graph input names in order: `input_K.npy` feeds the K-th.
+    pub inputs: Vec<String>,
+    /// Graph output names in order: `expected_K.npy` is ONNX Runtime's K-th output.
+    pub outputs: Vec<String>,
+    /// The generator also checked ONNX Runtime's outputs against a numpy computation of the spec.
+    pub numpy_checked: bool,
+}
+
+impl Canary {
+    pub fn dir(&self) -> PathBuf {
+        canaries_dir().join(&self.name)
+    }
+}
+
+/// `fixtures/canaries/cases.json`.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryIndex {
+    pub about: String,
+    pub onnxruntime: String,
+    pub onnx: String,
+    pub numpy: String,
+    pub cases: Vec<Canary>,
+}
+
+impl CanaryIndex {
+    pub fn count(&self, expect: CanaryExpect) -> usize {
+        self.cases.iter().filter(|c| c.tract == expect).count()
+    }
+}
+
+pub fn canary_index() -> CanaryIndex {
+    let path = canaries_dir().join("cases.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the canaries are committed; tools/make_canaries.py regenerates them)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
