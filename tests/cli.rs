@@ -333,3 +333,41 @@ fn closed_stdout_pipe_ends_quietly() {
     );
     assert!(head.starts_with(b"model ir_version="));
 }
+
+/// `quantize` prints a summary a person reads (one line per kind of remark, with a count, and the file ratio);
+/// `-v` prints every node's remark, and `--report` has them all.
+#[test]
+fn quantize_prints_a_summary_and_every_remark_with_v() {
+    let dir = common::tempdir();
+    let out = dir.path().join("q.onnx");
+    let rep = dir.path().join("q.json");
+    let (o, r) = (out.to_str().unwrap(), rep.to_str().unwrap());
+    let model = "fixtures/digits_resnet/digits_resnet.onnx";
+    let (code, stdout, err) = cli(&["quantize", model, o, "--report", r]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[1].starts_with(
+            "  applied    4: weight '…' (initializer, N f32) -> int8 per-channel axis N"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("wrote {o}: "))
+            && lines[2].contains("x the input's")
+            && lines[2].ends_with("(4 per-node remarks: -v, or --report FILE.json)"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    assert_eq!(json[0]["remarks"].as_array().unwrap().len(), 4);
+    let (code, stdout, err) = cli(&["quantize", model, o, "-v"]);
+    assert_eq!(code, 0, "{err}");
+    for node in ["conv1", "dw", "fc1", "fc2"] {
+        assert!(
+            stdout.contains(&format!("  applied {node}: weight '{node}.weight'")),
+            "{stdout}"
+        );
+    }
+}

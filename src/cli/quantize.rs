@@ -68,6 +68,9 @@ pub struct QuantizeArgs {
     /// --mode static: keep the most sensitive layers float until the worst output cosine reaches this.
     #[arg(long, value_name = "COSINE", default_value_t = 0.0)]
     pub drift_budget: f64,
+    /// Print every per-node remark (by default they are grouped: one line per kind, with a count).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Write the pass report (remarks per node, stats) as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -123,6 +126,7 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
     };
     pass.weight.spill = Some(io::external::Spill::new(out_dir));
     let mut m = io::load(&a.input)?;
+    let input_size = crate::validate::FileSize::of(&m, &a.input)?;
     let before = a.validate.then(|| m.clone());
     // calibration (mode static) and drift (sensitivity) run on the samples the input flags describe
     let sample_opts = a.inputs.options()?;
@@ -134,7 +138,11 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         progress: Box::new(passes::StderrProgress::new()),
     };
     let report = pass.run(&mut m, &mut cx)?;
-    print!("{report}");
+    if a.verbose {
+        print!("{report}");
+    } else {
+        print!("{}", report.summary());
+    }
     if let Some(b) = &before {
         let mut opts = a.inputs.options()?;
         opts.tolerances = a.tolerances.tolerances();
@@ -145,7 +153,23 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
             return Ok(4);
         }
     }
-    super::say_relocated(&io::save(&m, &a.output, &a.data.save_options())?);
+    let saved = io::save(&m, &a.output, &a.data.save_options())?;
+    super::say_relocated(&saved);
+    let written = saved.model_bytes + saved.data_files.iter().map(|f| f.1).sum::<u64>();
+    println!(
+        "wrote {}: {written} bytes, {:.3}x the input's {}{}",
+        a.output.display(),
+        written as f64 / input_size.total_bytes.max(1) as f64,
+        input_size.total_bytes,
+        if a.verbose || report.remarks.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} per-node remarks: -v, or --report FILE.json)",
+                report.remarks.len()
+            )
+        }
+    );
     if let Some(path) = &a.report {
         super::write_json(path, &[&report])?;
     }

@@ -48,7 +48,8 @@ pub struct RunArgs {
     /// Print nothing but errors (and the final status line).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Also print each pass's change log and the structural diff.
+    /// Also print every per-node remark (grouped by kind by default), each pass's change log and the
+    /// structural diff.
     #[arg(short, long)]
     pub verbose: bool,
     #[command(flatten)]
@@ -112,6 +113,7 @@ fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<i32> {
         })?;
         report.output_sha256 = Some(recipe::sha256_hex(&written));
     }
+    report.every_remark = a.verbose;
     if !a.quiet {
         if a.verbose {
             for p in &report.passes {
@@ -179,7 +181,11 @@ fn run_specs(a: RunArgs) -> Result<i32> {
     drop(cx);
     if !a.quiet {
         for r in &reports {
-            print!("{r}");
+            if a.verbose {
+                print!("{r}");
+            } else {
+                print!("{}", r.summary());
+            }
         }
     }
     if let (true, Some(b)) = (a.diff, &before) {

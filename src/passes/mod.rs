@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod prune;
 pub mod quantize;
 pub mod registry;
+pub mod remarks;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -84,8 +85,9 @@ impl PassReport {
     }
 }
 
-impl fmt::Display for PassReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl PassReport {
+    /// The first line of both renderings: the pass, whether it changed the model, its stats.
+    fn write_header(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "pass {}: {}",
@@ -95,7 +97,20 @@ impl fmt::Display for PassReport {
         for (k, v) in &self.stats {
             write!(f, ", {k}={v}")?;
         }
-        writeln!(f)?;
+        writeln!(f)
+    }
+
+    /// The report with its remarks grouped by kind (one line per kind, with a count), for a person; `Display`
+    /// prints every remark.
+    pub fn summary(&self) -> remarks::Summary<'_> {
+        remarks::Summary(self)
+    }
+}
+
+/// Every remark, one line per node (what `-v` prints).
+impl fmt::Display for PassReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_header(f)?;
         for r in &self.remarks {
             let o = match r.outcome {
                 Outcome::Applied => "applied",

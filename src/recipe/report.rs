@@ -267,6 +267,9 @@ pub struct PipelineReport {
     pub energy_after: Option<Energy>,
     /// The figures the energy estimate assumes, with their source.
     pub cost_model: &'static crate::recipe::energy::CostModel,
+    /// The text form prints every remark (`run -v`) instead of one line per kind; the JSON has them all.
+    #[serde(skip)]
+    pub every_remark: bool,
 }
 
 impl PipelineReport {
@@ -285,6 +288,7 @@ impl PipelineReport {
             energy_before: None,
             energy_after: None,
             cost_model: &COST_MODEL,
+            every_remark: false,
         }
     }
 
@@ -366,6 +370,10 @@ impl fmt::Display for PipelineReport {
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect();
                 writeln!(f, "      changes: {}", c.join(", "))?;
+            }
+            if !self.every_remark {
+                crate::passes::remarks::write_groups(f, &p.remarks, "      ")?;
+                continue;
             }
             for r in &p.remarks {
                 let o = match r.outcome {

@@ -185,6 +185,15 @@ fn external_files(g: &Graph, files: &mut BTreeSet<PathBuf>) {
     });
 }
 
+impl FileSize {
+    /// What `model` takes on disk at `path` (the .onnx file and each external data file it references once).
+    pub fn of(model: &Model, path: &Path) -> Result<FileSize> {
+        let mut files = BTreeSet::new();
+        external_files(&model.graph, &mut files);
+        file_size(model, Some(path), &files)
+    }
+}
+
 fn file_size(model: &Model, path: Option<&Path>, files: &BTreeSet<PathBuf>) -> Result<FileSize> {
     let path = path.map(Path::to_path_buf).or_else(|| model.source.clone());
     match &path {
