@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::dump::stats::{stats, Stats};
 use crate::error::Result;
 use crate::ir::{Model, TensorData};
+use crate::passes::quantize::runtime;
 
 #[derive(Serialize)]
 pub struct Inspect {
@@ -24,6 +25,9 @@ pub struct Inspect {
     pub stats: Stats,
     pub params: u64,
     pub functions: usize,
+    /// What the model's Q/DQ form needs from ONNX Runtime to run at full speed (quantized models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_hint: Option<&'static str>,
 }
 
 pub fn inspect(m: &Model, path: &Path) -> Result<Inspect> {
@@ -77,6 +81,7 @@ pub fn inspect(m: &Model, path: &Path) -> Result<Inspect> {
         params: stats.params(),
         stats,
         functions: m.functions.len(),
+        runtime_hint: runtime::hint(runtime::form(m)),
     })
 }
 
@@ -134,6 +139,9 @@ impl fmt::Display for Inspect {
         )?;
         for (dt, c) in &s.params_by_dtype {
             writeln!(f, "  {dt}: {} params, {} bytes", c.params, c.bytes)?;
+        }
+        if let Some(h) = self.runtime_hint {
+            writeln!(f, "{h}")?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod calibrate;
 pub mod params;
+pub mod runtime;
 pub mod static_qdq;
 pub mod weight;
 
