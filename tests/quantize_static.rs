@@ -662,6 +662,103 @@ fn real_models_rebuild_from_their_plan() {
     assert_eq!(done.len(), 3, "{done:?}");
 }
 
+/// The CLI and the pass spec: `--dry-run --plan P` prints the plan and writes no model; a run with `--plan`
+/// and one with `--load-plan` (no sample flags: nothing is calibrated) write the same bytes, as does the
+/// pass spec `quantize{mode=static,load_plan=P}`; a plan entry that does not fit is exit 3 naming the file and
+/// the entry; plan flags in weight mode are usage errors (exit 2).
+#[test]
+fn cli_plan_dry_run_and_load() {
+    let dir = common::tempdir();
+    let src = common::save(&cnn(13), dir.path(), "cnn");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (dry, plan) = (dir.path().join("dry.json"), dir.path().join("plan.json"));
+    let (out1, out2) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    let (code, stdout, stderr) = common::cli(&[
+        "quantize",
+        &s(&src),
+        "--mode",
+        "static",
+        "--samples",
+        "4",
+        "--plan",
+        &s(&dry),
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"tensors\": ["), "{stdout}");
+    let onnx = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "onnx")
+        })
+        .count();
+    assert_eq!(onnx, 1, "a dry run wrote a model");
+    let (code, stdout, stderr) = common::cli(&[
+        "quantize",
+        &s(&src),
+        &s(&out1),
+        "--mode",
+        "static",
+        "--samples",
+        "4",
+        "--plan",
+        &s(&plan),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&dry).unwrap(),
+        std::fs::read_to_string(&plan).unwrap()
+    );
+    let (code, stdout, stderr) = common::cli(&[
+        "quantize",
+        &s(&src),
+        &s(&out2),
+        "--mode",
+        "static",
+        "--load-plan",
+        &s(&plan),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(std::fs::read(&out1).unwrap() == std::fs::read(&out2).unwrap());
+    let mut m = io::load(&src).unwrap();
+    let spec = format!("quantize{{mode=static,load_plan=\"{}\"}}", s(&plan));
+    onnx_rewrite::passes::run_pipeline(&mut m, &[spec.as_str()], &Default::default()).unwrap();
+    let out3 = common::save(&m, dir.path(), "c");
+    assert!(std::fs::read(&out1).unwrap() == std::fs::read(&out3).unwrap());
+    // a scale that is not positive
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let t = &mut v["tensors"][0];
+    let name = t["name"].as_str().unwrap().to_string();
+    t["scale"] = serde_json::json!(-0.5);
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let (code, _, stderr) = common::cli(&[
+        "quantize",
+        &s(&src),
+        &s(&out2),
+        "--mode",
+        "static",
+        "--load-plan",
+        &s(&bad),
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    for want in [
+        "bad.json",
+        &format!("tensor '{name}'"),
+        "scale -0.5 is not a finite positive number",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+    let (code, _, stderr) = common::cli(&["quantize", &s(&src), &s(&out2), "--plan", &s(&bad)]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("mode=static"), "{stderr}");
+}
+
 /// Input flags for each real model: dims, and a folder of input files for silero (sr must be a sample rate).
 fn real_opts(name: &str, dir: &Path, seed: u64, samples: usize) -> Option<ValidateOptions> {
     let dims: &[(&str, i64)] = match name {
