@@ -266,9 +266,14 @@ fn bind_tensors(
     for t in &plan.tensors {
         let at = format!("tensor '{}'", t.name);
         let v = value(g, &t.name, &at, src)?;
+        // constants are quantised as weights or constant operands, with their own entries: a pair on one would
+        // leave a float copy in the file and a QuantizeLinear computed on every run
         if g.constant(v).is_some() {
             return Err(src.error(&at, "is a constant, not an activation".into()));
         }
+        // QuantizeLinear takes a float input; a declared integer tensor (a shape, token ids) cannot be one.
+        // A float type other than float32 is let through: selection itself lets a compute op's output declared
+        // so through, and a plan this run computed must bind.
         if let Some(dt) = crate::passes::convert::declared_dtype(g, v).filter(|d| !d.is_float()) {
             return Err(src.error(&at, format!("is {}, not a float activation", dt.name())));
         }
@@ -295,6 +300,8 @@ fn bind_tensors(
             return Err(src.error(&at, "listed twice".into()));
         }
     }
+    // a follower takes the parameters of a tensor with its own (the root of its data-movement chain, as
+    // `tensor_set` writes it), never of another follower: build looks one step up, no further
     let follower_ids: BTreeSet<ValueId> = followers.iter().map(|(v, _, _)| *v).collect();
     for (v, at, f) in followers {
         let target = value(g, f, &at, src)?;

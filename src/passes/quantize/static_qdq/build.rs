@@ -189,6 +189,7 @@ fn weights(
             }
         };
         p.set_input(s.node, slot, Some(dq));
+        // counted per reader: the float weight leaves the file only when every reader moved (step 4)
         *rewired.entry(w).or_default() += 1;
         if let Some(b) = bias(g, plan, s, scales, p, built)? {
             *rewired.entry(b).or_default() += 1;
@@ -211,6 +212,8 @@ fn bias(
     let Some((bslot, b)) = s.bias else {
         return Ok(None);
     };
+    // an input kept float (NaN in calibration, say) has no scale to derive the bias scale from: the bias stays
+    // float, as the node's other float parts do
     let Some(xp) = plan.params_of(s.acts[0]) else {
         return Ok(None);
     };
@@ -256,6 +259,8 @@ fn bias(
             "bias length differs from the weight's channels: kept float",
         );
     }
+    // the integer kernel accumulates x_q * w_q in int32 at scale x_scale * w_scale: a bias at that scale adds
+    // to the accumulator as it is, with zero point 0
     let bscales: Vec<f32> = (0..if wscales.len() == 1 { 1 } else { bv.len() })
         .map(|c| xp.scale * wscales[c])
         .collect();

@@ -27,8 +27,9 @@
 //!    write), `bind` (a plan, assembled or loaded, checked against the graph and resolved to ids);
 //! 4. `build` (bound plan -> one `Patch`).
 //!
-//! `load_plan` replaces 1-3 by a plan read from a file (no calibration); `plan` writes the plan a run builds
-//! from; `dry_run` runs on a copy and leaves the model as it was. A calibrating run builds from its own plan
+//! `load_plan` replaces 1-3 (bind excepted) by a plan read from a file: the opset is raised and equalisation
+//! run again as the plan says, nothing is calibrated. `plan` writes the plan a run builds from; `dry_run` runs
+//! on a copy and leaves the model as it was. A calibrating run builds from its own plan
 //! by the road a loaded one takes, so loading the plan a run wrote rebuilds the same bytes.
 //!
 //! Activations are those of the main graph (the calibrator runs it); nodes inside `If`/`Loop` bodies are left
