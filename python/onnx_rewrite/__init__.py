@@ -329,6 +329,8 @@ def quantize(
     equalize: bool = False,
     bias_correction: bool = False,
     drift_budget: float = 0.0,
+    plan: Optional[str] = None,
+    load_plan: Optional[str] = None,
     inputs: Any = None,
     labels: Any = None,
     validate: bool = False,
@@ -343,7 +345,8 @@ def quantize(
     Options are the CLI's flags: ``per_tensor`` (else per channel), ``symmetric`` (True / False / None: the
     mode's default), ``reduce_range``, ``min_elements``, ``ops``, ``include`` / ``exclude`` (node-name
     patterns), and for static mode ``method`` (minmax, percentile, entropy), ``percentile``,
-    ``activation_type``, ``equalize``, ``bias_correction``, ``drift_budget``.
+    ``activation_type``, ``equalize``, ``bias_correction``, ``drift_budget``, and the ``plan`` / ``load_plan``
+    paths (write the plan, JSON; build from a plan without calibrating).
     ``validate=True`` compares the result with the input (default tolerances, or ``tolerances={...}`` /
     ``no_default_tolerances``) and raises DriftError past them. Sample keywords: ``seed``, ``samples``,
     ``dims``, ``default_dim``, ``float_range``, ``int_range``.
@@ -368,6 +371,9 @@ def quantize(
         options["symmetric"] = symmetric
     if ops is not None:
         options["ops"] = list(ops)
+    for key, value in (("plan", plan), ("load_plan", load_plan)):
+        if value is not None:
+            options[key] = os.fspath(value) if isinstance(value, os.PathLike) else value
     return _run_pass(
         model, "quantize", options, inputs, labels, validate, report, as_bytes, samples
     )

@@ -82,6 +82,8 @@ def quantize(
     equalize: bool = False,
     bias_correction: bool = False,
     drift_budget: float = 0.0,
+    plan: Optional[Union[str, os.PathLike]] = None,
+    load_plan: Optional[Union[str, os.PathLike]] = None,
     inputs: InputsLike = None,
     labels: LabelsLike = None,
     validate: bool = False,

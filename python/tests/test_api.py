@@ -106,6 +106,15 @@ def test_shortcut_is_byte_identical_to_the_cli(cli, model_cache, tmp_path):
     assert rw.quantize(src, per_tensor=True, symmetric=True, as_bytes=True) == out.read_bytes()
 
 
+def test_static_plan_rebuilds_the_same_bytes(model_cache, tmp_path):
+    src = model_cache / "ppocr_mobile_v2_cls.onnx"
+    plan = tmp_path / "plan.json"
+    calibrated = rw.quantize(src, mode="static", samples=2, default_dim=48, plan=plan, as_bytes=True)
+    assert '"tensors"' in plan.read_text()
+    # the plan carries every parameter: loaded, it builds the same model without calibrating
+    assert rw.quantize(src, mode="static", load_plan=str(plan), as_bytes=True) == calibrated
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # shortcuts on a real model: onnx.checker full_check and ONNX Runtime
 

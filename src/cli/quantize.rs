@@ -1,5 +1,6 @@
 //! `quantize IN OUT --mode weight ...`: flags -> `QuantizeOptions` -> the `quantize` pass -> optional
-//! validation -> save.
+//! validation -> save. In static mode `--plan` also writes the plan, `--load-plan` builds from one without
+//! calibrating, and `--dry-run` prints the plan and writes no model (OUT may then be left out).
 
 use std::path::PathBuf;
 
@@ -7,15 +8,16 @@ use clap::Args;
 
 use super::validate::{InputArgs, ToleranceArgs};
 use super::DataArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io;
+use crate::passes;
 use crate::passes::quantize::{Quantize, QuantizeOptions};
-use crate::passes::{self, Pass};
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
     pub input: PathBuf,
-    pub output: PathBuf,
+    /// Output model (not written with --dry-run).
+    pub output: Option<PathBuf>,
     /// `weight`: constant weights only (int8 storage read through DequantizeLinear); `static`: calibrated QDQ
     /// on activations too (calibration samples from the input flags: `--input` or `--samples N --dim ...`).
     #[arg(long, default_value = "weight")]
@@ -71,6 +73,16 @@ pub struct QuantizeArgs {
     /// Print every per-node remark (by default they are grouped: one line per kind, with a count).
     #[arg(short, long)]
     pub verbose: bool,
+    /// --mode static: write the plan (JSON: per tensor its parameters, per node the decision and why, per
+    /// weight its scales) here.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// --mode static: build from this plan (as written with --plan, possibly edited) without calibrating.
+    #[arg(long, value_name = "FILE")]
+    pub load_plan: Option<PathBuf>,
+    /// --mode static: calibrate and plan, print the plan and write no model.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Write the pass report (remarks per node, stats) as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -112,6 +124,9 @@ impl QuantizeArgs {
             equalize: self.equalize,
             bias_correction: self.bias_correction,
             drift_budget: self.drift_budget,
+            plan: self.plan.clone(),
+            load_plan: self.load_plan.clone(),
+            dry_run: self.dry_run,
             ..d
         }
     }
@@ -119,8 +134,17 @@ impl QuantizeArgs {
 
 pub fn run(a: QuantizeArgs) -> Result<i32> {
     let mut pass = Quantize::new(a.options())?;
+    let output = match (&a.output, a.dry_run) {
+        (Some(o), _) => o.clone(),
+        (None, true) => PathBuf::new(),
+        (None, false) => {
+            return Err(Error::Usage(
+                "quantize: OUT is required unless --dry-run".into(),
+            ))
+        }
+    };
     // weights held in external data are quantized straight to scratch files beside the output (streaming)
-    let out_dir = match a.output.parent() {
+    let out_dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -137,11 +161,20 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
         progress: Box::new(passes::StderrProgress::new()),
     };
-    let report = pass.run(&mut m, &mut cx)?;
+    let (report, plan) = pass.quantize(&mut m, &mut cx)?;
     if a.verbose {
         print!("{report}");
     } else {
         print!("{}", report.summary());
+    }
+    if a.dry_run {
+        if let Some(plan) = &plan {
+            print!("{}", plan.to_json());
+        }
+        if let Some(path) = &a.report {
+            super::write_json(path, &[&report])?;
+        }
+        return Ok(0);
     }
     if let Some(b) = &before {
         let mut opts = a.inputs.options()?;
@@ -149,16 +182,16 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         let r = crate::validate::compare(b, &m, &opts)?;
         print!("{r}");
         if !r.passed() {
-            eprintln!("validation failed: {} not written", a.output.display());
+            eprintln!("validation failed: {} not written", output.display());
             return Ok(4);
         }
     }
-    let saved = io::save(&m, &a.output, &a.data.save_options())?;
+    let saved = io::save(&m, &output, &a.data.save_options())?;
     super::say_relocated(&saved);
     let written = saved.model_bytes + saved.data_files.iter().map(|f| f.1).sum::<u64>();
     println!(
         "wrote {}: {written} bytes, {:.3}x the input's {}{}",
-        a.output.display(),
+        output.display(),
         written as f64 / input_size.total_bytes.max(1) as f64,
         input_size.total_bytes,
         if a.verbose || report.remarks.is_empty() {

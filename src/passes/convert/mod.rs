@@ -54,15 +54,20 @@ impl UpgradeOpset {
     }
 }
 
-/// Raise `model` to ai.onnx opset `to` (for passes whose output needs a newer opset, e.g. per-axis Q/DQ at 13).
-/// A model already at `to` or above is left as it is.
+/// Raise `model` to ai.onnx opset `to` for a pass whose output needs a newer opset (per-axis Q/DQ needs 13,
+/// QuantizeLinear 10): the one helper every such pass calls. A model already at `to` or above is left as it is
+/// (`Ok(None)`); otherwise the conversion runs on a copy (tensor data is shared, so the copy is cheap) that
+/// replaces the model only when it succeeds, so on an error the model is exactly as it was and the caller
+/// can fall back (per-tensor scales, say).
 pub fn ensure_opset(model: &mut Model, to: i64) -> Result<Option<PassReport>> {
     if model.opset("").is_some_and(|v| v >= to) {
         return Ok(None);
     }
-    UpgradeOpset::new(UpgradeOpsetOptions { to })?
-        .run(model, &mut PassContext::default())
-        .map(Some)
+    let mut raised = model.clone();
+    let report = UpgradeOpset::new(UpgradeOpsetOptions { to })?
+        .run(&mut raised, &mut PassContext::default())?;
+    *model = raised;
+    Ok(Some(report))
 }
 
 /// The lowest IR version that may import ai.onnx opset `opset` (onnx.helper.VERSION_TABLE).
@@ -543,6 +548,16 @@ mod tests {
             "never a downgrade"
         );
         assert_eq!(m.opset(""), Some(13));
+        // a conversion that fails leaves the model exactly as it was (callers fall back on it)
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["1", "3"]);
+        let y = b.node("Squeeze", &[x], vec![Attribute::float("axes", 0.0)], 1)[0];
+        b.output(y, DataType::FLOAT, &["3"]);
+        let mut bad = model(b.build(), 11);
+        let before = crate::dump::render(&bad);
+        assert!(ensure_opset(&mut bad, 13).is_err());
+        assert_eq!(crate::dump::render(&bad), before);
+        assert_eq!(bad.opset(""), Some(11));
     }
 
     #[test]

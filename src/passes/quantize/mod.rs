@@ -9,6 +9,7 @@ pub mod static_qdq;
 pub mod weight;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::ir::Model;
@@ -53,6 +54,12 @@ crate::pass_options! {
         bias_correction: bool = false,
         /// mode=static: keep the most sensitive layers float until the worst output cosine is at least this (0 = off).
         drift_budget: f64 = 0.0,
+        /// mode=static: write the plan (JSON: per tensor its scale / zero point / type, per node the decision and why, per weight its scales) here.
+        plan: Option<PathBuf> = None,
+        /// mode=static: build from this plan (as written with `plan`, possibly edited) instead of calibrating.
+        load_plan: Option<PathBuf> = None,
+        /// mode=static: calibrate and plan only; the model is not changed.
+        dry_run: bool = false,
     }
 }
 
@@ -85,6 +92,11 @@ pub struct Quantize {
 impl Quantize {
     pub fn new(o: QuantizeOptions) -> Result<Quantize> {
         let mode: Mode = o.mode.parse()?;
+        if mode == Mode::Weight && (o.plan.is_some() || o.load_plan.is_some() || o.dry_run) {
+            return Err(Error::Usage(
+                "plan / load_plan / dry_run apply to mode=static".into(),
+            ));
+        }
         if mode == Mode::Static
             && (o.dtype != "int8" || o.symmetric == Some(false) || o.reduce_range)
         {
@@ -104,6 +116,9 @@ impl Quantize {
             equalize: o.equalize,
             bias_correction: o.bias_correction,
             drift_budget: o.drift_budget,
+            plan: o.plan.clone(),
+            load_plan: o.load_plan.clone(),
+            dry_run: o.dry_run,
             ..Default::default()
         };
         static_qdq.check()?;
@@ -137,18 +152,35 @@ impl Quantize {
     }
 }
 
+impl Quantize {
+    /// Quantize `model`; the pass report and, in static mode, the plan the model was (or with `dry_run`
+    /// would be) built from.
+    pub fn quantize(
+        &self,
+        model: &mut Model,
+        cx: &mut PassContext,
+    ) -> Result<(PassReport, Option<static_qdq::QdqPlan>)> {
+        match self.mode {
+            Mode::Weight => {
+                let mut report = PassReport::new(PASS);
+                weight::run(model, &self.weight, cx, &mut report)?;
+                Ok((report, None))
+            }
+            Mode::Static => {
+                let (report, plan) = static_qdq::run(model, cx, &self.static_qdq)?;
+                Ok((report, Some(plan)))
+            }
+        }
+    }
+}
+
 impl Pass for Quantize {
     fn name(&self) -> &'static str {
         PASS
     }
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<PassReport> {
-        let mut report = PassReport::new(PASS);
-        match self.mode {
-            Mode::Weight => weight::run(model, &self.weight, cx, &mut report)?,
-            Mode::Static => return static_qdq::quantize_static(model, cx, &self.static_qdq),
-        }
-        Ok(report)
+        Ok(self.quantize(model, cx)?.0)
     }
 }
 

@@ -475,16 +475,10 @@ pub fn run(
     let mut per_axis_note: Option<String> = None;
     let want = if cfg.per_channel { 13 } else { 10 };
     if opset < want {
-        // raise the opset on a copy (tensor data is shared, so the copy is cheap); keep the original on failure
-        let mut raised = model.clone();
-        let up = crate::passes::convert::UpgradeOpset::new(
-            crate::passes::convert::UpgradeOpsetOptions { to: want },
-        )?;
-        let mut cx = PassContext::default();
-        match crate::passes::Pass::run(&up, &mut raised, &mut cx) {
+        // raised on a copy: on failure the model is as it was
+        match crate::passes::convert::ensure_opset(model, want) {
             Ok(r) => {
-                *model = raised;
-                report.record(r.changes);
+                report.record(r.map(|r| r.changes).unwrap_or_default());
                 report.remark(
                     "model",
                     Outcome::Applied,

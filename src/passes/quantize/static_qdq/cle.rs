@@ -15,7 +15,7 @@ use super::PASS;
 
 /// Where channel c lives in a weight: `(axis)` of a layer's weight for its output (producer) or input
 /// (consumer) channels; depthwise Conv consumers use axis 0.
-struct Layer {
+struct CleLayer {
     node: NodeId,
     w: ValueId,
     b: Option<ValueId>,
@@ -23,7 +23,7 @@ struct Layer {
     in_axis: usize,
 }
 
-fn layer(g: &Graph, n: NodeId) -> Result<Option<Layer>> {
+fn layer(g: &Graph, n: NodeId) -> Result<Option<CleLayer>> {
     let node = g.node(n).expect("live");
     if let Some(v) = ConvView::of(node)? {
         let Some(t) = g.constant(v.w) else {
@@ -33,7 +33,7 @@ fn layer(g: &Graph, n: NodeId) -> Result<Option<Layer>> {
         if v.group != 1 && !depthwise {
             return Ok(None);
         }
-        return Ok(Some(Layer {
+        return Ok(Some(CleLayer {
             node: n,
             w: v.w,
             b: v.b,
@@ -42,7 +42,7 @@ fn layer(g: &Graph, n: NodeId) -> Result<Option<Layer>> {
         }));
     }
     if let Some(v) = GemmView::of(node)? {
-        if v.trans_a || !g.constant(v.b).is_some_and(|t| t.dims.len() == 2) {
+        if v.trans_a || g.constant(v.b).is_none_or(|t| t.dims.len() != 2) {
             return Ok(None);
         }
         let c_ok =
@@ -51,7 +51,7 @@ fn layer(g: &Graph, n: NodeId) -> Result<Option<Layer>> {
             return Ok(None);
         }
         let (out_axis, in_axis) = if v.trans_b { (0, 1) } else { (1, 0) };
-        return Ok(Some(Layer {
+        return Ok(Some(CleLayer {
             node: n,
             w: v.b,
             b: v.c,
@@ -104,7 +104,7 @@ pub fn equalize(g: &mut Graph, report: &mut PassReport) -> Result<()> {
             if !(act.op.is("Relu") || act.op.is("LeakyRelu") || act.op.is("PRelu")) {
                 continue;
             }
-            if act.op.is("PRelu") && !act.input(1).is_some_and(|s| g.constant(s).is_some()) {
+            if act.op.is("PRelu") && act.input(1).is_none_or(|s| g.constant(s).is_none()) {
                 continue;
             }
             let Some(y2) = act.output(0) else { continue };

@@ -1,6 +1,9 @@
-//! From calibration statistics to quantization parameters: the clipping range of an activation (MinMax,
-//! Percentile, Entropy) and the scale / zero point of a range for int8 or uint8.
+//! The arithmetic of quantization parameters: the clipping range of an activation from its calibration
+//! statistics (MinMax, Percentile, Entropy), the scale / zero point of a range for int8 or uint8, symmetric
+//! int8 weight scales per channel and the weight's integers at those scales, and the bias correction's mean
+//! output shift of a weight's quantization error. Plain functions of numbers; the plan stage calls them.
 
+use super::select::WeightLayout;
 use crate::passes::quantize::calibrate::{Histogram, TensorStats};
 
 /// How an activation's clipping range is chosen from its statistics.
@@ -113,7 +116,7 @@ pub fn activation_params(lo: f32, hi: f32, signed: bool) -> (f32, i32) {
     let scale = (hi - lo) / (qmax - qmin);
     let scale = scale as f32;
     if !(scale.is_finite() && scale > 0.0) {
-        return (1.0, if signed { 0 } else { 0 });
+        return (1.0, 0);
     }
     let zp = (qmin - lo / f64::from(scale)).round().clamp(qmin, qmax) as i32;
     (scale, zp)
@@ -126,6 +129,133 @@ pub fn weight_scale(abs_max: f64) -> f32 {
         s
     } else {
         1.0
+    }
+}
+
+/// Per-tensor parameters of a constant stored in the activation type: its own min / max (with 0).
+pub fn table_params(v: &[f64], signed: bool) -> (f32, i32) {
+    let lo = v.iter().copied().fold(0f64, f64::min) as f32;
+    let hi = v.iter().copied().fold(0f64, f64::max) as f32;
+    activation_params(lo, hi, signed)
+}
+
+/// (outer, channels, inner) of a weight of `dims` split around the channel `axis`; one channel when per
+/// tensor (or when `axis` is past the rank).
+fn channel_split(dims: &[i64], axis: Option<usize>, len: usize) -> (usize, usize, usize) {
+    let d: Vec<usize> = dims.iter().map(|x| *x as usize).collect();
+    match axis {
+        Some(a) if a < d.len() => (
+            d[..a].iter().product::<usize>(),
+            d[a],
+            d[a + 1..].iter().product::<usize>(),
+        ),
+        _ => (1, 1, len),
+    }
+}
+
+/// Symmetric int8 scales of weight values `w` of shape `dims`: one per channel on `axis` (one for the tensor
+/// without), from each channel's largest finite magnitude.
+pub fn weight_scales(w: &[f64], dims: &[i64], axis: Option<usize>) -> Vec<f32> {
+    let (outer, ch, inner) = channel_split(dims, axis, w.len());
+    let mut absmax = vec![0f64; ch];
+    for o in 0..outer {
+        for (c, m) in absmax.iter_mut().enumerate() {
+            for x in &w[(o * ch + c) * inner..(o * ch + c + 1) * inner] {
+                if x.is_finite() {
+                    *m = m.max(x.abs());
+                }
+            }
+        }
+    }
+    absmax.iter().map(|m| weight_scale(*m)).collect()
+}
+
+/// The int8 values of weight `w` at `scales` (one per channel on `axis`, or one): round(w / s) clamped to
+/// -127..=127, the symmetric range whose zero point is 0.
+pub fn quantize_symmetric(w: &[f64], dims: &[i64], axis: Option<usize>, scales: &[f32]) -> Vec<i8> {
+    let (outer, ch, inner) = channel_split(dims, axis, w.len());
+    let mut q = vec![0i8; w.len()];
+    for o in 0..outer {
+        for (c, s) in scales[..ch].iter().enumerate() {
+            let s = f64::from(*s);
+            for k in (o * ch + c) * inner..(o * ch + c + 1) * inner {
+                q[k] = (w[k] / s).round().clamp(-127.0, 127.0) as i8;
+            }
+        }
+    }
+    q
+}
+
+/// The quantization error W_q - W of each weight element (per channel on `axis`, or per tensor).
+pub fn weight_error(
+    w: &[f64],
+    dims: &[i64],
+    axis: Option<usize>,
+    q: &[i8],
+    scales: &[f32],
+) -> Vec<f64> {
+    let (ch, inner) = match axis {
+        Some(a) => (
+            dims[a] as usize,
+            dims[a + 1..].iter().map(|d| *d as usize).product::<usize>(),
+        ),
+        None => (1, w.len()),
+    };
+    w.iter()
+        .zip(q)
+        .enumerate()
+        .map(|(i, (x, qi))| f64::from(*qi) * f64::from(scales[(i / inner) % ch]) - x)
+        .collect()
+}
+
+/// The mean output shift E[(W_q - W) x] per output channel, from the quantization error `err` of a weight of
+/// `dims` laid out as `layout` and the per-channel means of its input x; `None` for a layout or input it does
+/// not understand.
+pub(super) fn mean_shift(
+    layout: WeightLayout,
+    dims: &[i64],
+    err: &[f64],
+    mean: &[f64],
+) -> Option<Vec<f64>> {
+    let d: Vec<usize> = dims.iter().map(|x| *x as usize).collect();
+    match layout {
+        WeightLayout::Conv if d.len() >= 2 => {
+            let (m, cg) = (d[0], d[1]);
+            let k: usize = d[2..].iter().product();
+            if cg == 0 || !mean.len().is_multiple_of(cg) {
+                return None;
+            }
+            let groups = mean.len() / cg;
+            if groups == 0 || m % groups != 0 {
+                return None;
+            }
+            let per = m / groups;
+            Some(
+                (0..m)
+                    .map(|o| {
+                        let gi = o / per;
+                        (0..cg)
+                            .map(|c| {
+                                let e: f64 =
+                                    err[(o * cg + c) * k..(o * cg + c + 1) * k].iter().sum();
+                                e * mean[gi * cg + c]
+                            })
+                            .sum()
+                    })
+                    .collect(),
+            )
+        }
+        WeightLayout::RowsOut if d.len() == 2 && mean.len() == d[1] => Some(
+            (0..d[0])
+                .map(|n| (0..d[1]).map(|k| err[n * d[1] + k] * mean[k]).sum())
+                .collect(),
+        ),
+        WeightLayout::ColsOut if d.len() == 2 && mean.len() == d[0] => Some(
+            (0..d[1])
+                .map(|n| (0..d[0]).map(|k| err[k * d[1] + n] * mean[k]).sum())
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
@@ -160,10 +290,10 @@ mod tests {
         let s = &c.stats["x"];
         assert_eq!(clip_range(s, RangeMethod::MinMax), Some((-1.0, 100.0)));
         let (lo, hi) = clip_range(s, RangeMethod::Percentile(99.9)).unwrap();
-        assert!(hi < 2.0 && hi >= 0.99 && lo <= -0.99, "{lo} {hi}");
+        assert!((0.99..2.0).contains(&hi) && lo <= -0.99, "{lo} {hi}");
         // entropy cannot go below `levels` bins of the magnitude histogram: 128 x (100 / 1024) = 12.5 here,
         // which still drops the outlier's 100
         let (_, hi) = clip_range(s, RangeMethod::Entropy).unwrap();
-        assert!(hi <= 12.5 + 1e-3 && hi >= 1.0, "{hi}");
+        assert!((1.0..=12.5 + 1e-3).contains(&hi), "{hi}");
     }
 }
