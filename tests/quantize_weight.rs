@@ -159,6 +159,9 @@ fn storage(m: &Model) -> std::collections::BTreeSet<(usize, String)> {
     out
 }
 
+/// Values that hold dequantized weights (by name), with the storage dtype.
+type Dequantized = BTreeMap<String, DataType>;
+
 /// The input slots of an op that hold its weights.
 fn weight_slots(op: &str) -> &'static [usize] {
     match op {
@@ -248,8 +251,8 @@ fn check_structure(original: &Model, out: &Model, r: &PassReport, name: &str) {
     fn rec(
         g: &Graph,
         path: &str,
-        outer: &BTreeMap<String, DataType>,
-        f: &mut dyn FnMut(&Graph, &str, &BTreeMap<String, DataType>) -> BTreeMap<String, DataType>,
+        outer: &Dequantized,
+        f: &mut dyn FnMut(&Graph, &str, &Dequantized) -> Dequantized,
     ) {
         let here = f(g, path, outer);
         for (_, n) in g.nodes() {
@@ -924,7 +927,7 @@ fn opset_fallback_to_per_tensor() {
     check_structure(&original, &m, &r, "opset11");
     let a = common::save(&original, dir.path(), "o11");
     let b = common::save(&m, dir.path(), "q11");
-    common::check_files(&[b.clone()]);
+    common::check_files(std::slice::from_ref(&b));
     let drift = ort_drift(&a, &b, &[]);
     eprintln!("opset 11 per-tensor fallback: ORT rel drift {drift:.5}");
     // opset 9 (Upsample, fine to upgrade) is raised to 13
@@ -962,7 +965,7 @@ fn cli_quantize() {
         j[0]["stats"]["weights_quantized"].as_u64().unwrap() >= 2,
         "{j}"
     );
-    common::check_files(&[out.clone()]);
+    common::check_files(std::slice::from_ref(&out));
     let (code, _, e) = common::cli(&[
         "quantize",
         src.to_str().unwrap(),
@@ -1090,7 +1093,7 @@ fn weights_read_from_if_branches() {
     );
     check_structure(&original, &m, &r, "ifw");
     let out = common::save(&m, dir.path(), "ifw_q");
-    common::check_files(&[out.clone()]);
+    common::check_files(std::slice::from_ref(&out));
     for c in ["0", "1"] {
         let drift = ort_drift(&built, &out, &["--fill", &format!("cond={c}")]);
         eprintln!("cond={c}: ORT rel drift {drift:.5}");

@@ -200,7 +200,7 @@ fn run_both(original: &Model, m: &Model, tag: &str) {
     assert!(tract_ok(original, m, &o, tag), "{tag}: tract must run it");
     let a = common::save(original, dir.path(), &format!("{tag}_float"));
     let b = common::save(m, dir.path(), tag);
-    common::check_files(&[b.clone()]);
+    common::check_files(std::slice::from_ref(&b));
     let drift = ort_drift(&a, &b, &["--range", "ids=0,40", "--range", "pos_ids=0,12"]);
     eprintln!("{tag}: ORT rel drift {drift:.5}");
 }
