@@ -432,3 +432,155 @@ fn second_run_leaves_quantized_weights() {
         "{r}"
     );
 }
+
+/// A recurrent weight stored 2-D in the main graph and moved into an LSTM inside each `If` branch the way
+/// PyTorch / silero export it: gate blocks Sliced along axis 0, Concatenated in another order, Unsqueezed on
+/// axis 0. W's rows go through that chain in both branches: one DequantizeLinear per row (axis 0) in the main
+/// graph, the chain kept, one remark per LSTM, values within half a step. R is Sliced along axis 1 (its rows
+/// are cut, not moved whole), so it is not a weight the LSTM reads row by row: it stays float, with the remark
+/// that the slot is computed.
+#[test]
+fn recurrent_weight_moved_into_if_branches() {
+    let mut b = GraphBuilder::new("outer");
+    b.input("x", DataType::FLOAT, &["3", "1", "16"]);
+    let cond = b.input("cond", DataType::BOOL, &[]);
+    b.initializer(rows_f32("w_ih", vec![32, 16], 60));
+    b.initializer(rows_f32("w_hh", vec![32, 16], 61));
+    let ints = |name: &str, v: Vec<i64>| Tensor::from_vec(name, vec![v.len() as i64], v).unwrap();
+    let branch = |name: &str| {
+        let mut t = GraphBuilder::new(name);
+        let xin = t.outer("x");
+        let w = t.outer("w_ih");
+        let r = t.outer("w_hh");
+        let op = |o: &str| OpKey::onnx(o);
+        let c = |t: &mut GraphBuilder, k: &str, v: Vec<i64>| {
+            let n = format!("{name}_{k}");
+            t.named_node(
+                &n,
+                op("Constant"),
+                &[],
+                &[&format!("{n}_v")],
+                vec![Attribute::tensor("value", ints(k, v))],
+            )[0]
+        };
+        let (z, e8, e32, ax0, ax1) = (
+            c(&mut t, "z", vec![0]),
+            c(&mut t, "e8", vec![8]),
+            c(&mut t, "e32", vec![32]),
+            c(&mut t, "ax0", vec![0]),
+            c(&mut t, "ax1", vec![1]),
+        );
+        let slice = |t: &mut GraphBuilder, k: &str, src, s, e, ax| {
+            t.named_node(
+                &format!("{name}_{k}"),
+                op("Slice"),
+                &[Some(src), Some(s), Some(e), Some(ax)],
+                &[&format!("{name}_{k}_y")],
+                vec![],
+            )[0]
+        };
+        // W: gate block [0, 8) moved after [8, 32)
+        let w0 = slice(&mut t, "w_a", w, z, e8, ax0);
+        let w1 = slice(&mut t, "w_b", w, e8, e32, ax0);
+        let wc = t.named_node(
+            &format!("{name}_w_cat"),
+            op("Concat"),
+            &[Some(w1), Some(w0)],
+            &[&format!("{name}_w_cat_y")],
+            vec![Attribute::int("axis", 0)],
+        )[0];
+        let wu = t.named_node(
+            &format!("{name}_w_up"),
+            op("Unsqueeze"),
+            &[Some(wc), Some(ax0)],
+            &[&format!("{name}_w_up_y")],
+            vec![],
+        )[0];
+        // R: columns [0, 8) of each row, then lifted
+        let r0 = slice(&mut t, "r_cols", r, z, e8, ax1);
+        let ru = t.named_node(
+            &format!("{name}_r_up"),
+            op("Unsqueeze"),
+            &[Some(r0), Some(ax0)],
+            &[&format!("{name}_r_up_y")],
+            vec![],
+        )[0];
+        let y = t.named_node(
+            &format!("{name}_lstm"),
+            op("LSTM"),
+            &[Some(xin), Some(wu), Some(ru)],
+            &[&format!("{name}_lstm_y")],
+            vec![Attribute::int("hidden_size", 8)],
+        )[0];
+        t.output(y, DataType::FLOAT, &["3", "1", "1", "8"]);
+        t.build()
+    };
+    let y = b.node(
+        "If",
+        &[cond],
+        vec![
+            Attribute::graph("then_branch", branch("then")),
+            Attribute::graph("else_branch", branch("else")),
+        ],
+        1,
+    )[0];
+    b.output(y, DataType::FLOAT, &["3", "1", "1", "8"]);
+    let dir = common::tempdir();
+    // the builder does not record branch captures: a save / load round trip does
+    let original = io::load(&common::save(&model(b.build(), 17), dir.path(), "moved")).unwrap();
+    let mut m = original.clone();
+    let r = quantize(&mut m, "quantize{min_elements=1}");
+    check_structure(&original, &m, &r, "moved");
+    assert_eq!(r.stats["weights_quantized"], 1, "{r}");
+    let dqs: Vec<&onnx_rewrite::ir::Node> = m
+        .graph
+        .nodes()
+        .map(|(_, n)| n)
+        .filter(|n| n.op.is("DequantizeLinear"))
+        .collect();
+    assert_eq!(dqs.len(), 1, "one DequantizeLinear in the main graph");
+    assert_eq!(axis_of(dqs[0]), Some(0));
+    let w = original
+        .graph
+        .constant(original.graph.value_by_name("w_ih").unwrap())
+        .unwrap()
+        .clone();
+    within_half_step(&m, dqs[0], &w, "w_ih");
+    assert!(
+        m.graph.value_by_name("w_ih").is_none(),
+        "the float w_ih is gone"
+    );
+    for lstm in ["if_0/then_branch/then_lstm", "if_0/else_branch/else_lstm"] {
+        let applied: Vec<_> = r
+            .remarks
+            .iter()
+            .filter(|x| x.at == lstm && x.outcome == Outcome::Applied)
+            .collect();
+        assert_eq!(applied.len(), 1, "{lstm}: {r}");
+        assert!(applied[0].reason.contains("one scale per gate row"), "{r}");
+        assert!(
+            r.remarks
+                .iter()
+                .any(|x| x.at == lstm && x.reason.contains("computed by a Unsqueeze")),
+            "{lstm}: R's slot remark\n{r}"
+        );
+    }
+    assert!(m.graph.value_by_name("w_hh").is_some(), "w_hh stays float");
+    let a = common::save(&original, dir.path(), "moved_float");
+    let q = common::save(&m, dir.path(), "moved_q");
+    common::check_files(std::slice::from_ref(&q));
+    for c in ["0", "1"] {
+        let drift = ort_drift(&a, &q, &["--fill", &format!("cond={c}")]);
+        eprintln!("moved, cond={c}: ORT rel drift {drift:.5}");
+    }
+    let mut o = opts(&[], 1);
+    o.inputs = write_inputs(
+        dir.path(),
+        "moved",
+        vec![
+            f32s("x", vec![3, 1, 16], 70),
+            Tensor::from_vec("cond", vec![], vec![true]).unwrap(),
+        ],
+    );
+    assert!(tract_ok(&original, &m, &o, "moved"));
+}

@@ -105,16 +105,24 @@ pub(super) fn weight_role(
     })
 }
 
-/// Is `v` produced by a DequantizeLinear, possibly through the Reshape of the `Flat` layout?
+/// Is `v` produced by a DequantizeLinear, possibly through ops that only move its rows (the Reshape of the
+/// `Flat` layout, the Slice / Concat / Unsqueeze of a 2-D recurrent weight)?
 pub(super) fn dequantized(g: &crate::ir::Graph, v: crate::ir::ValueId) -> bool {
-    match g.producer(v) {
-        Some((_, n)) if n.op.is("DequantizeLinear") => true,
-        Some((_, n)) if n.op.is("Reshape") => n.input(0).is_some_and(|x| {
-            g.producer(x)
-                .is_some_and(|(_, p)| p.op.is("DequantizeLinear"))
-        }),
-        _ => false,
+    fn back(g: &crate::ir::Graph, v: crate::ir::ValueId, depth: usize) -> bool {
+        match g.producer(v) {
+            Some((_, n)) if n.op.is("DequantizeLinear") => true,
+            Some((_, n)) if depth < 16 && n.op.is("Concat") => {
+                n.inputs.iter().flatten().any(|x| back(g, *x, depth + 1))
+            }
+            Some((_, n))
+                if depth < 16 && ["Reshape", "Unsqueeze", "Slice"].iter().any(|o| n.op.is(o)) =>
+            {
+                n.input(0).is_some_and(|x| back(g, x, depth + 1))
+            }
+            _ => false,
+        }
     }
+    back(g, v, 0)
 }
 
 /// Why a chosen op's weight slot is not a constant, for the remark; None when no remark is due (a Gather of a
