@@ -163,6 +163,7 @@ fn real_models_and_fixtures_upgrade_to_13_and_21() {
     sources.extend(common::fixtures());
     let mut runnable = Vec::new();
     let mut checker_only = Vec::new();
+    let mut declared_wrong = Vec::new();
     let (mut compared, mut refused_by_onnx, mut downgrades, mut upgraded) = (0, vec![], 0, 0);
     for to in [13, 21] {
         for src in &sources {
@@ -205,6 +206,12 @@ fn real_models_and_fixtures_upgrade_to_13_and_21() {
                 continue;
             }
             assert_same_outputs(src, &out, &input_args(&stem));
+            if stem == "ddddocr_common" && to == 21 {
+                // the file declares its output '387' as [1, seqlen] but computes [T, 1, 8210]; opset 21's
+                // Reshape inference sees through the shape arithmetic and full_check refuses the declaration
+                // (the exporter's, not the upgrade's): checked without full_check, and run in ONNX Runtime
+                declared_wrong.push(out.clone());
+            }
             match signatures(src, &out, to, None) {
                 Ok((ours, theirs)) => {
                     assert_eq!(
@@ -215,16 +222,19 @@ fn real_models_and_fixtures_upgrade_to_13_and_21() {
                 }
                 Err(why) => refused_by_onnx.push(format!("{stem}->{to}: {why}")),
             }
-            runnable.push(out);
+            if !declared_wrong.contains(&out) {
+                runnable.push(out);
+            }
         }
     }
     common::check_models(&runnable, &[]);
+    common::check_models(&declared_wrong, &["--no-full-check"]);
     common::check_models(&checker_only, &["--no-ort"]);
     eprintln!(
         "upgraded {upgraded}, downgrades refused {downgrades}, signatures compared with onnx.version_converter: {compared}; it refused:\n  {}",
         refused_by_onnx.join("\n  ")
     );
-    // 9 real models + 8 fixtures: the three below 13 go to 13, the 16 below 21 go to 21
+    // 10 real models + 8 fixtures: the four below 13 go to 13, the 17 below 21 go to 21
     assert!(upgraded >= 19, "{upgraded}");
     assert!(compared >= 10, "{compared}");
 }

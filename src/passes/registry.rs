@@ -107,7 +107,7 @@ pub static PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "quantize",
-        summary: "quantize constant weights of Conv / ConvTranspose / Gemm / MatMul to int8 or uint8 read through DequantizeLinear (mode=weight), or calibrated QDQ on activations too (mode=static)",
+        summary: "quantize constant weights of Conv / ConvTranspose / Gemm / MatMul / LSTM / GRU / RNN and Gather tables to int8 or uint8 read through DequantizeLinear (mode=weight), or calibrated QDQ on activations too (mode=static)",
         options: describe::<crate::passes::quantize::QuantizeOptions>,
         make: |v| {
             let o: crate::passes::quantize::QuantizeOptions = parse(v)?;

@@ -272,6 +272,17 @@ fn convert_node(cx: &mut Cx, id: NodeId, node: &Node) -> Result<Option<String>> 
         "Dropout" => scalars::dropout(cx, id, node),
         "BatchNormalization" => norm::batchnorm(cx, id, node),
         "GroupNormalization" => norm::groupnorm(cx, id, node),
+        // opset 14 added `layout` (default 0, the only layout before): spelled out, as onnx.version_converter
+        // writes it
+        "LSTM" | "GRU" | "RNN"
+            if cx.crosses(14) && !node.attrs.iter().any(|a| a.name == "layout") =>
+        {
+            cx.patch
+                .set_attr(id, crate::ir::Attribute::int("layout", 0));
+            Ok(Some(
+                "layout=0 written (the attribute exists from opset 14)".into(),
+            ))
+        }
         "Upsample" => resize::upsample(cx, id, node),
         "Resize" => resize::resize(cx, id, node),
         // deprecated from opset 11 (a model at 11+ that still uses it is converted too)

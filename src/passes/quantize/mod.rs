@@ -28,14 +28,14 @@ crate::pass_options! {
         dtype: String = "int8".to_string(),
         /// Symmetric ranges (zero point 0 for int8, 128 for uint8; what integer kernels fuse) instead of each channel's min / max with a zero point. Unset: asymmetric for mode=weight (more accurate), symmetric for mode=static (the only form it takes).
         symmetric: Option<bool> = None,
-        /// One scale per output channel (Conv 0, ConvTranspose 1, Gemm 0 with transB else 1, MatMul last, Gather 0); needs ai.onnx 13, raised with upgrade-opset when lower.
+        /// One scale per output channel (Conv 0, ConvTranspose 1, Gemm 0 with transB else 1, MatMul last, LSTM/GRU/RNN each gate row of each direction, Gather each table row); needs ai.onnx 13, raised with upgrade-opset when lower.
         per_channel: bool = true,
         /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]) for CPUs whose u8 x s8 dot products can overflow.
         reduce_range: bool = false,
         /// Weights with fewer elements stay float.
         min_elements: u64 = weight::DEFAULT_MIN_ELEMENTS,
-        /// Op types whose weights are quantized (Conv, ConvTranspose, Gemm, MatMul; Gather for embeddings).
-        ops: Vec<String> = vec!["Conv".into(), "ConvTranspose".into(), "Gemm".into(), "MatMul".into()],
+        /// Op types whose weights are quantized: Conv, ConvTranspose, Gemm, MatMul, Gather (embedding tables, gathered as 8-bit rows), LSTM / GRU / RNN (W and R; biases stay float). mode=static takes Conv / ConvTranspose / Gemm / MatMul from this list (Gather through activation_ops).
+        ops: Vec<String> = weight::KNOWN_OPS.iter().map(|s| s.to_string()).collect(),
         /// Node-name or weight-name patterns (`*`, `?`): when given, only weights read by a matching node.
         include: Vec<String> = vec![],
         /// Node-name or weight-name patterns (`*`, `?`): weights read by a matching node stay float.
@@ -110,7 +110,16 @@ impl Quantize {
             percentile: o.percentile,
             activation_type: o.activation_type.clone(),
             per_channel: o.per_channel,
-            ops: o.ops.iter().chain(&o.activation_ops).cloned().collect(),
+            // the weight-only ops static QDQ has no rule of its own for stay out: the recurrent ones (weight-only
+            // defaults would otherwise reach their weights inside bodies too) and Gather, which static mode
+            // takes from activation_ops (it quantizes the gathered rows as activations)
+            ops: o
+                .ops
+                .iter()
+                .filter(|op| !matches!(op.as_str(), "Gather" | "LSTM" | "GRU" | "RNN"))
+                .chain(&o.activation_ops)
+                .cloned()
+                .collect(),
             include: o.include.clone(),
             exclude: o.exclude.clone(),
             equalize: o.equalize,

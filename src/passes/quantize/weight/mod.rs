@@ -1,24 +1,37 @@
 //! Weight-only quantization (`quantize{mode=weight}`): every constant weight of the chosen ops (Conv,
-//! ConvTranspose, Gemm, MatMul; Gather opt-in), wherever it lives (an initializer, a sparse initializer, a
-//! `Constant` node in any value form, or a constant of an enclosing graph read from an If / Loop / Scan body),
-//! becomes an integer initializer `<w>_quantized`, a scale `<w>_scale` and a zero point `<w>_zero_point`, read
-//! by one `DequantizeLinear` (`<w>_DequantizeLinear`, output `<w>_DequantizeLinear_Output`) placed in the graph
-//! that held the weight; every reader, in that graph or in a body, reads the DequantizeLinear output and the
-//! float weight is removed.
+//! ConvTranspose, Gemm, MatMul, the tables of Gather, the `W` / `R` of LSTM / GRU / RNN), wherever it lives (an
+//! initializer, a sparse initializer, a `Constant` node in any value form, or a constant of an enclosing graph
+//! read from an If / Loop / Scan body), becomes an integer initializer `<w>_quantized`, a scale `<w>_scale` and
+//! a zero point `<w>_zero_point` in the graph that held the weight, and the float weight is removed. How the
+//! readers get float values back is the weight's `Layout` (`emit`):
+//! - `Dequantize`: one `DequantizeLinear` (`<w>_DequantizeLinear`, output `<w>_DequantizeLinear_Output`) that
+//!   every reader, in that graph or in a body, reads in place of the weight;
+//! - `Flat`: a recurrent `W` / `R` of more than one direction, stored as `[D * G * hidden, k]` with one scale
+//!   per row, dequantized, then `Reshape`d back (`<w>_Reshape`);
+//! - `Rows`: an embedding table: each Gather reads the integer table and its gathered rows are dequantized.
+//!
+//! Data flow: `collect` walks every graph and finds each constant with all its readers (a reader's `Role` says
+//! which scales its slot wants), `plan` decides per weight (skip with a reason, or a `QuantSpec` and a
+//! `Layout`), `run` quantizes the planned weights (parallel, or streamed) and `emit` writes one patch per weight.
 //!
 //! Rules (each decision is a remark at the reading node):
 //! - a weight is quantized only when every reader is a weight slot of a chosen op: a weight also read by another
 //!   op (or a graph output, or the wrong slot) stays float, since quantizing it would change that reader too;
 //! - the per-channel axis is the op's output-channel axis: Conv 0, ConvTranspose 1, Gemm 0 when transB=1 else
-//!   1, MatMul the last axis of B, Gather 0 (one scale per embedding row); readers that disagree on the axis
-//!   get one per-tensor scale;
+//!   1, MatMul the last axis of B; a recurrent `W` `[D, G*hidden, input]` / `R` `[D, G*hidden, hidden]` gets one
+//!   scale per gate row of each direction (DequantizeLinear's per-axis scale is 1-D along one axis, so one
+//!   direction is quantized along axis 1 in place and several through the `Flat` layout); an embedding table
+//!   gets one scale per row (see `Rows`); readers that disagree on the axis get one per-tensor scale;
+//! - recurrent biases `B` (and initial states, peepholes) stay float: `[D, 2*G*hidden]` values, small beside
+//!   `W` and `R`, and added in float at every step;
 //! - per-channel needs ai.onnx 13 (DequantizeLinear's `axis`): an older model is raised to 13 with the
 //!   `upgrade-opset` pass; when that fails, weights fall back to per-tensor (DequantizeLinear exists from 10);
 //!   a model below 10 that cannot be raised is left unchanged. f16 / bf16 weights need DequantizeLinear-19
 //!   (f16 scales) and are left float below it;
 //! - already-quantized parts are left alone: a weight slot fed by a DequantizeLinear, a Mul of a Cast (int8
 //!   storage), or any non-constant value is not a constant weight; QLinear*, *Integer and com.microsoft ops
-//!   are not chosen ops;
+//!   are not chosen ops. A Gather of a computed tensor or of an integer constant is data movement, not a table
+//!   lookup, and gets no remark (except an 8-bit table: already quantized);
 //! - tensors with fewer than `min_elements` elements, non-float dtypes or non-finite values stay float.
 //!
 //! The quantization itself is parallel over weights (rayon) and deterministic: the patches are applied in a
@@ -31,11 +44,14 @@
 //! output's data file. Weights are streamed one at a time, so memory holds one window and the parameters,
 //! whatever the model's size.
 
+mod collect;
+mod emit;
+
+use collect::{collect, Candidate, Reader, Role};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
-
-use crate::ir::AttrList;
 
 use super::params::{
     param_tensors, quantize_tensor_full, F32Quantizer, QType, QuantSpec, Quantized,
@@ -43,16 +59,26 @@ use super::params::{
 use crate::error::{Error, Result};
 use crate::io::external::Spill;
 use crate::ir::tensor::{ExternalRef, TensorData};
-use crate::ir::{
-    DataType, GraphPath, GraphRoot, Model, Patch, Tensor, ValueDef, WeightRef, WeightStorage,
-};
+use crate::ir::{DataType, GraphPath, Model, NodeId, Tensor, WeightRef, WeightStorage};
 use crate::passes::{Outcome, PassContext, PassReport};
 
 /// Weights with fewer elements stay float by default (biases, norms: little to save, much to lose).
 pub const DEFAULT_MIN_ELEMENTS: u64 = 256;
 
 /// The op types weight-only quantization knows the weight slot and channel axis of.
-pub const KNOWN_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"];
+pub const KNOWN_OPS: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Gather",
+    "LSTM",
+    "GRU",
+    "RNN",
+];
+
+/// The recurrent ops: their `W` (slot 1) and `R` (slot 2) are `[num_directions, G * hidden, k]`.
+const RECURRENT: &[&str] = &["LSTM", "GRU", "RNN"];
 
 /// What the weight pass does, resolved from the options.
 #[derive(Clone, Debug)]
@@ -102,45 +128,6 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
-/// One node input (or graph output) that reads a weight.
-#[derive(Clone, Debug)]
-struct Reader {
-    /// `if_0/then_branch/conv` (node name with the subgraph path).
-    at: String,
-    /// The node's own name, for include / exclude.
-    node: String,
-    op: String,
-    /// The per-channel axis when this is the weight slot of a chosen op (already normalised), else None.
-    target: Option<TargetSlot>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TargetSlot {
-    axis: usize,
-}
-
-struct Candidate {
-    w: WeightRef,
-    readers: Vec<Reader>,
-}
-
-/// The weight slot of a chosen op and the per-channel axis for a weight of rank `rank`.
-fn weight_slot(node: &crate::ir::Node, rank: usize) -> Result<Option<(usize, Option<usize>)>> {
-    let op = node.op.op_type.as_str();
-    Ok(match op {
-        "Conv" if rank >= 3 => Some((1, Some(0))),
-        "ConvTranspose" if rank >= 3 => Some((1, Some(1))),
-        "Gemm" if rank == 2 => {
-            let t = node.get_int("transB")?.unwrap_or(0) != 0;
-            Some((1, Some(if t { 0 } else { 1 })))
-        }
-        "MatMul" if rank >= 2 => Some((1, Some(rank - 1))),
-        "MatMul" if rank == 1 => Some((1, None)),
-        "Gather" if rank >= 1 => Some((0, Some(0))),
-        _ => None,
-    })
-}
-
 fn dims_text(dims: &[i64]) -> String {
     dims.iter()
         .map(|d| d.to_string())
@@ -156,169 +143,132 @@ fn storage_text(s: &WeightStorage) -> &'static str {
     }
 }
 
-/// Why a chosen op's weight slot is not a constant, for the remark.
-fn not_constant_reason(g: &crate::ir::Graph, v: crate::ir::ValueId) -> String {
-    let name = g.value_name(v);
-    match g.value(v).def {
-        ValueDef::Node(n, _) => {
-            let op = g.node(n).map(|n| n.op.display()).unwrap_or_default();
-            if op == "DequantizeLinear" {
-                format!("weight '{name}' is already quantized (read through DequantizeLinear)")
-            } else if op == "Mul" && reads_int_storage(g, n) {
-                format!("weight '{name}' is already quantized (integer storage read through Cast and Mul)")
-            } else {
-                format!("weight '{name}' is computed by a {op} node, not a constant")
-            }
-        }
-        ValueDef::Initializer => {
-            format!("weight '{name}' is also a graph input (can be overridden at run time)")
-        }
-        ValueDef::Outer => {
-            format!("weight '{name}' comes from an enclosing graph and is not a constant there")
-        }
-        _ => format!("weight '{name}' is a graph input, not a constant"),
-    }
-}
-
-/// Does this Mul read a Cast of an 8-bit (or 4-bit) integer constant (a weight stored quantized)?
-fn reads_int_storage(g: &crate::ir::Graph, mul: crate::ir::NodeId) -> bool {
-    let Some(m) = g.node(mul) else { return false };
-    m.inputs.iter().flatten().any(|v| match g.producer(*v) {
-        Some((_, c)) if c.op.is("Cast") => c.input(0).is_some_and(|x| {
-            let dt = match g.constant(x) {
-                Some(t) => t.dtype(),
-                None => return false,
-            };
-            matches!(
-                dt,
-                DataType::INT8 | DataType::UINT8 | DataType::INT4 | DataType::UINT4
-            )
-        }),
-        _ => false,
-    })
-}
-
-/// Find every constant read by a chosen op's weight slot, with all its readers. Remarks for weight slots that
-/// are not constants go to `report`.
-fn collect(
-    model: &Model,
-    cfg: &WeightConfig,
-    report: &mut PassReport,
-) -> Result<(
-    BTreeMap<(GraphPath, String), Candidate>,
-    BTreeMap<GraphPath, BTreeSet<String>>,
-)> {
-    let mut cands: BTreeMap<(GraphPath, String), Candidate> = BTreeMap::new();
-    // every read of every constant, keyed like `cands`; folded in after the walk
-    let mut reads: BTreeMap<(GraphPath, String), (WeightRef, Vec<Reader>)> = BTreeMap::new();
-    let mut outer_names: BTreeMap<GraphPath, BTreeSet<String>> = BTreeMap::new();
-    model.visit_graphs(&mut |site| {
-        if site.root != GraphRoot::Main {
-            return Ok(());
-        }
-        let g = site.graph();
-        if !site.path.is_root() {
-            outer_names.insert(site.path.clone(), site.scope.outer_names());
-        }
-        for (_, node) in g.nodes() {
-            let chosen = node.op.is_default_domain()
-                && cfg.ops.contains(&node.op.op_type)
-                && !(cfg.bodies_only && site.path.is_root());
-            for (slot, v) in node.inputs.iter().enumerate() {
-                let Some(v) = *v else { continue };
-                let w = site.scope.weight(v);
-                let mut target = None;
-                if chosen {
-                    // which slot is the weight depends on the weight's rank: read dims cheaply
-                    let rank = w.as_ref().and_then(|w| weight_rank(model, w));
-                    let want_slot = match node.op.op_type.as_str() {
-                        "Gather" => 0,
-                        _ => 1,
-                    };
-                    if slot == want_slot {
-                        match (&w, rank) {
-                            (None, _) => {
-                                report.remark(
-                                    site.at(node.name()),
-                                    Outcome::Skipped,
-                                    not_constant_reason(g, v),
-                                );
-                            }
-                            (Some(_), Some(r)) => match weight_slot(node, r)? {
-                                Some((s, axis)) if s == slot => {
-                                    target = Some(
-                                        axis.map(|a| TargetSlot { axis: a })
-                                            .unwrap_or(TargetSlot { axis: usize::MAX }),
-                                    )
-                                }
-                                _ => {}
-                            },
-                            _ => {}
-                        }
-                    }
-                }
-                let Some(w) = w else { continue };
-                let reader = Reader {
-                    at: site.at(node.name()),
-                    node: node.name().to_string(),
-                    op: node.op.display(),
-                    target,
-                };
-                reads
-                    .entry((w.path.clone(), w.name.clone()))
-                    .or_insert_with(|| (w.clone(), Vec::new()))
-                    .1
-                    .push(reader);
-            }
-        }
-        for io in g.outputs() {
-            if let Some(w) = site.scope.weight(io.value) {
-                reads
-                    .entry((w.path.clone(), w.name.clone()))
-                    .or_insert_with(|| (w.clone(), Vec::new()))
-                    .1
-                    .push(Reader {
-                        at: site.at(g.value_name(io.value)),
-                        node: String::new(),
-                        op: "graph output".into(),
-                        target: None,
-                    });
-            }
-        }
-        Ok(())
-    })?;
-    for (key, (w, readers)) in reads {
-        if readers.iter().any(|r| r.target.is_some()) {
-            cands.insert(key, Candidate { w, readers });
-        }
-    }
-    Ok((cands, outer_names))
-}
-
-/// The rank of a weight (read without copying data for initializers).
-fn weight_rank(model: &Model, w: &WeightRef) -> Option<usize> {
-    match w.storage {
-        WeightStorage::Initializer => model
-            .graph
-            .subgraph_at(&w.path)?
-            .value(w.value)
-            .init
-            .as_ref()
-            .map(|t| t.dims.len()),
-        _ => model.graph.read_weight(w).ok().map(|t| t.dims.len()),
-    }
+/// How the readers of a quantized weight get float values back (module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One DequantizeLinear of the whole weight (per tensor or along `spec.axis`), read in place of it.
+    Dequantize,
+    /// Quantized as `[dims[0] * dims[1], dims[2]]` per row (`spec.axis` 0), dequantized, then reshaped back to
+    /// `dims`: a recurrent weight of several directions gets a scale per gate row of each direction.
+    Flat,
+    /// Each Gather reads the integer table; its gathered rows are dequantized: `per_row`, by the scales (and
+    /// zero points) gathered with the same indices, else by one DequantizeLinear with the table's scale.
+    Rows { per_row: bool },
 }
 
 /// A weight the pass will quantize.
 struct Job {
     w: WeightRef,
+    /// The weight (for `Layout::Flat` viewed as 2-D: same data, other dims).
     tensor: Tensor,
+    /// The weight's own dims.
+    dims: Vec<i64>,
     spec: QuantSpec,
+    layout: Layout,
     readers: Vec<Reader>,
     fallback: Option<String>,
 }
 
-/// Decide for every candidate; `per_axis_ok`: the model's opset allows per-channel DequantizeLinear.
+/// The spec's axis and the layout for readers of these roles, with a note when the layout falls back.
+fn choose_layout(
+    cfg: &WeightConfig,
+    c: &Candidate,
+    dims: &[i64],
+    per_axis_note: Option<&str>,
+) -> (Option<i64>, Layout, Option<String>) {
+    let roles: BTreeSet<Role> = c.readers.iter().filter_map(|r| r.role).collect();
+    let whole = |axis: Option<usize>| (axis.map(|a| a as i64), Layout::Dequantize);
+    let (axis, layout) = match roles.iter().next() {
+        Some(Role::Table { axis }) if roles.len() == 1 => {
+            let elsewhere = c.readers.iter().find(|r| r.path != c.w.path);
+            let output = c.readers.iter().find(|r| r.feeds_output);
+            match (elsewhere, output) {
+                // Gather on the integer table, then dequantize the gathered rows: the file is the same size
+                // as dequantizing the table first (per-row scales: 5 bytes a row either way), but ONNX Runtime
+                // does not fold a DequantizeLinear of an initializer, so a table dequantized first is
+                // dequantized whole on every run: measured on minilm_l3_paraphrase (30522 x 384), 8.2 ms a
+                // run against 2.3 ms gathering int8 rows (float model 2.7 ms), same outputs. Per row rather
+                // than per tensor: that table's rows span 0.027 to 1.06 in max |x|, and one scale for all
+                // moved the worst token's output cosine to 0.9972 (per row 0.99996) for 0.45% fewer bytes.
+                // A DequantizeLinear cannot take gathered per-row scales (its scale is a scalar or 1-D along
+                // one axis), so per-row rows are dequantized as (Cast(q) - Cast(zero point)) * scale, which
+                // is what DequantizeLinear computes, bit for bit.
+                (None, None) => {
+                    let per_row = cfg.per_channel && *axis == 0 && dims.len() >= 2;
+                    let note = (cfg.per_channel && !per_row).then(|| {
+                        if *axis != 0 {
+                            format!("gathered along axis {axis}: one scale for the table")
+                        } else {
+                            "a 1-D table: one scale".to_string()
+                        }
+                    });
+                    return (per_row.then_some(0), Layout::Rows { per_row }, note);
+                }
+                (Some(r), _) | (None, Some(r)) => {
+                    let why = if r.path != c.w.path {
+                        format!("{} reads it from another graph", r.at)
+                    } else {
+                        format!("the rows {} gathers are a graph output", r.at)
+                    };
+                    if cfg.per_channel && per_axis_note.is_none() {
+                        return (
+                            Some(0),
+                            Layout::Dequantize,
+                            Some(format!(
+                                "{why}: the table is dequantized whole before the Gather"
+                            )),
+                        );
+                    }
+                    whole(None)
+                }
+            }
+        }
+        Some(Role::Recurrent) if roles.len() == 1 && cfg.per_channel && per_axis_note.is_none() => {
+            if dims.first().is_some_and(|d| *d > 1) {
+                (Some(0), Layout::Flat)
+            } else {
+                whole(Some(1))
+            }
+        }
+        _ => {
+            let axes: BTreeSet<Option<usize>> = roles.iter().map(|r| r.plain_axis()).collect();
+            if !cfg.per_channel {
+                whole(None)
+            } else if axes.len() != 1 || axes.contains(&None) {
+                let note = if axes.contains(&None) && axes.len() == 1 {
+                    "a 1-D MatMul weight has no channel axis: per-tensor".to_string()
+                } else {
+                    format!(
+                        "readers need different channel axes {:?}: one per-tensor scale",
+                        axes.iter().flatten().collect::<Vec<_>>()
+                    )
+                };
+                return (None, Layout::Dequantize, Some(note));
+            } else if let Some(note) = per_axis_note {
+                return (
+                    None,
+                    Layout::Dequantize,
+                    Some(format!("{note}: per-tensor")),
+                );
+            } else if roles.len() == 1 && roles.contains(&Role::Lifted) {
+                return (
+                    Some(0),
+                    Layout::Dequantize,
+                    Some("stored 2-D, its rows moved into the op's gate rows: one scale per gate row".into()),
+                );
+            } else {
+                whole(axes.first().copied().flatten())
+            }
+        }
+    };
+    let fallback = match (cfg.per_channel, per_axis_note, axis) {
+        (true, Some(note), None) => Some(format!("{note}: per-tensor")),
+        _ => None,
+    };
+    (axis, layout, fallback)
+}
+
+/// Decide for every candidate; `per_axis_note`: why the model's opset forbids per-channel DequantizeLinear.
 fn plan(
     model: &Model,
     cfg: &WeightConfig,
@@ -329,14 +279,14 @@ fn plan(
 ) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for (_, c) in cands {
-        let targets: Vec<&Reader> = c.readers.iter().filter(|r| r.target.is_some()).collect();
+        let targets: Vec<&Reader> = c.readers.iter().filter(|r| r.role.is_some()).collect();
         let skip = |report: &mut PassReport, why: String| {
             for r in &targets {
                 report.remark(r.at.clone(), Outcome::Skipped, why.clone());
             }
             report.stat("weights_skipped", 1);
         };
-        if let Some(other) = c.readers.iter().find(|r| r.target.is_none()) {
+        if let Some(other) = c.readers.iter().find(|r| r.role.is_none()) {
             skip(
                 report,
                 format!(
@@ -415,26 +365,13 @@ fn plan(
             );
             continue;
         }
-        let axes: BTreeSet<usize> = targets
-            .iter()
-            .filter_map(|r| r.target.map(|t| t.axis))
-            .collect();
-        let mut fallback = None;
-        let axis = if !cfg.per_channel {
-            None
-        } else if axes.len() != 1 || axes.contains(&usize::MAX) {
-            fallback = Some(if axes.contains(&usize::MAX) {
-                "a 1-D MatMul weight has no channel axis: per-tensor".to_string()
-            } else {
-                format!("readers need different channel axes {axes:?}: one per-tensor scale")
-            });
-            None
-        } else if let Some(note) = per_axis_note {
-            fallback = Some(format!("{note}: per-tensor"));
-            None
-        } else {
-            axes.first().map(|a| *a as i64)
-        };
+        let dims = tensor.dims.clone();
+        let (axis, layout, fallback) = choose_layout(cfg, &c, &dims, per_axis_note);
+        let mut tensor = tensor;
+        if layout == Layout::Flat {
+            // the same data viewed as [D * G * hidden, k]: row-major, so one row per gate row per direction
+            tensor.dims = vec![dims[0] * dims[1], dims[2]];
+        }
         let spec = QuantSpec {
             qtype: cfg.qtype,
             symmetric: cfg.symmetric,
@@ -445,7 +382,9 @@ fn plan(
         jobs.push(Job {
             w: c.w,
             tensor,
+            dims,
             spec,
+            layout,
             readers: c.readers,
             fallback,
         });
@@ -509,7 +448,7 @@ pub fn run(
                     format!("DequantizeLinear needs ai.onnx 10, the model has {opset} and upgrade-opset failed: {e}"),
                 );
                 for c in cands.values() {
-                    for r in c.readers.iter().filter(|r| r.target.is_some()) {
+                    for r in c.readers.iter().filter(|r| r.role.is_some()) {
                         report.remark(
                             r.at.clone(),
                             Outcome::Skipped,
@@ -538,6 +477,7 @@ pub fn run(
             }
         }
     }
+    let mut biases = BTreeSet::new();
     for (job, q) in jobs.into_iter().zip(results) {
         let q = match q.unwrap_or_else(|| {
             Err(Error::Pass {
@@ -558,9 +498,45 @@ pub fn run(
                 continue;
             }
         };
-        apply(model, &job, q, outer.get(&job.w.path), report)?;
+        for r in &job.readers {
+            if RECURRENT.contains(&r.op.as_str()) {
+                biases.insert((r.path.clone(), r.id, r.at.clone()));
+            }
+        }
+        emit::apply(model, &job, q, outer.get(&job.w.path), report)?;
+    }
+    for (path, id, at) in biases {
+        bias_remark(model, &path, id, &at, report);
     }
     Ok(())
+}
+
+/// The remark that a quantized recurrent node keeps its bias `B` float (when it has one).
+fn bias_remark(
+    model: &Model,
+    path: &GraphPath,
+    id: Option<NodeId>,
+    at: &str,
+    report: &mut PassReport,
+) {
+    let Some(g) = model.graph.subgraph_at(path) else {
+        return;
+    };
+    let Some(b) = id.and_then(|id| g.node(id)).and_then(|n| n.input(3)) else {
+        return;
+    };
+    let dims = g
+        .constant(b)
+        .map(|t| format!(" ({} {})", dims_text(&t.dims), t.dtype().name()))
+        .unwrap_or_default();
+    report.remark(
+        at.to_string(),
+        Outcome::Skipped,
+        format!(
+            "bias '{}'{dims} stays float: small beside W and R, and added in float at every step",
+            g.value_name(b)
+        ),
+    );
 }
 
 /// Quantize an f32 weight held in external data into a scratch file: the weight is read in place from its
@@ -597,61 +573,6 @@ fn quantize_to_spill(j: &Job, spill: &Spill) -> Result<Quantized> {
         zero_point,
         params: fq.params,
     })
-}
-
-fn apply(
-    model: &mut Model,
-    job: &Job,
-    q: Quantized,
-    outer_names: Option<&BTreeSet<String>>,
-    report: &mut PassReport,
-) -> Result<()> {
-    let g = model
-        .graph
-        .subgraph_at(&job.w.path)
-        .ok_or_else(|| Error::Pass {
-            pass: report.pass.clone(),
-            msg: format!("weight '{}': its graph disappeared", job.w.name),
-        })?;
-    let mut p = Patch::new(&report.pass);
-    if let Some(names) = outer_names {
-        p.avoid_names(names.clone());
-    }
-    let base = job.w.name.as_str();
-    let bytes_before = job.tensor.byte_size();
-    let bytes_after = q.q.byte_size() + q.scale.byte_size() + q.zero_point.byte_size();
-    let (out, node_name) =
-        super::add_dequantize(&mut p, g, base, q.q, q.scale, q.zero_point, job.spec.axis);
-    p.replace_all_uses(job.w.value, out);
-    p.remove_weight(&job.w);
-    let log = model.graph.apply_at(&job.w.path, p)?;
-    report.record(log);
-    report.stat("weights_quantized", 1);
-    report.stat("bytes_before", bytes_before);
-    report.stat("bytes_after", bytes_after);
-    let gran = match job.spec.axis {
-        Some(a) => format!("per-channel axis {a}"),
-        None => "per-tensor".to_string(),
-    };
-    let mut why = format!(
-        "weight '{}' ({}, {} {}) -> {} {}{} through '{node_name}' ({} -> {} bytes)",
-        job.w.name,
-        storage_text(&job.w.storage),
-        dims_text(&job.tensor.dims),
-        job.tensor.dtype().name(),
-        job.spec.qtype,
-        if job.spec.symmetric { "symmetric " } else { "" },
-        gran,
-        bytes_before,
-        bytes_after
-    );
-    if let Some(f) = &job.fallback {
-        why.push_str(&format!(" ({f})"));
-    }
-    for r in &job.readers {
-        report.remark(r.at.clone(), Outcome::Applied, why.clone());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
