@@ -112,7 +112,7 @@ impl Error {
         }
     }
 
-    /// The process exit code the CLI uses for this error (see README "Exit codes").
+    /// The process exit code the CLI uses for this error (see docs/recipes.md, "Exit codes").
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid { .. } | Error::Read { .. } => 3,

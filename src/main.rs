@@ -1,5 +1,5 @@
 //! The `onnx-rewrite` binary: parse arguments, run, print the error chain, exit with the documented code
-//! (README "Exit codes").
+//! (docs/recipes.md, "Exit codes").
 
 use clap::Parser;
 

@@ -875,7 +875,11 @@ fn cli_static_mode() {
         "entropy",
     ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("applied conv1: quantised"), "{stdout}");
+    // remarks grouped by kind (`-v` prints one per node)
+    assert!(
+        stdout.contains("Relu '…' absorbed (e.g. at conv1)"),
+        "{stdout}"
+    );
     let m = io::load(&out).unwrap();
     assert!(count(&m, "QuantizeLinear") >= 8);
     let (code, _, stderr) = common::cli(&[

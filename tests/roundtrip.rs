@@ -102,7 +102,7 @@ fn refuses_to_overwrite_input() {
 }
 
 /// A file whose fields are not in field-number order (legal protobuf, not what serializers write) comes back
-/// message-equal, in canonical order: the README's documented exception to byte identity.
+/// message-equal, in canonical order: the documented exception to byte identity (docs/guarantees.md).
 #[test]
 fn non_canonical_encoding_is_message_equal() {
     // graph (field 7) { name (2) = "g", output (12) { name (1) = "x" }, input (11) { name = "x" } }, then ir_version (1) = 8

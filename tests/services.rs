@@ -198,14 +198,14 @@ fn passes_command_lists_options_and_readme_table_is_generated() {
     );
     let (code, md, _) = common::cli(&["passes", "--markdown"]);
     assert_eq!(code, 0);
-    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(common::root().join("docs/commands.md")).unwrap();
     let (begin, end) = ("<!-- passes:begin -->\n", "<!-- passes:end -->");
-    let start = readme.find(begin).expect("README marks the pass table") + begin.len();
+    let start = readme.find(begin).expect("docs/commands.md marks the pass table") + begin.len();
     let stop = readme[start..].find(end).expect("end marker") + start;
     assert_eq!(
         &readme[start..stop],
         md,
-        "README's pass table is stale: replace it with the output of `onnx-rewrite passes --markdown`:\n{md}"
+        "docs/commands.md's pass table is stale: replace it with the output of `onnx-rewrite passes --markdown`:\n{md}"
     );
 }
 

@@ -82,7 +82,7 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long, conflicts_with = "markdown")]
         json: bool,
-        /// Print the Markdown table of the README.
+        /// Print the Markdown table of docs/commands.md.
         #[arg(long)]
         markdown: bool,
     },

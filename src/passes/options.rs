@@ -1,5 +1,5 @@
 //! Pass options: one serde struct per pass, declared with [`pass_options!`](crate::pass_options) so that the
-//! field docs written next to the fields are also the text of `onnx-rewrite passes` and the README's pass table.
+//! field docs written next to the fields are also the text of `onnx-rewrite passes` and the pass table of docs/commands.md.
 //!
 //! ```
 //! onnx_rewrite::pass_options! {

@@ -169,7 +169,7 @@ fn listing_of(passes: &[PassInfo]) -> String {
     out
 }
 
-/// The README's pass table (Markdown), generated from the same data.
+/// The pass table of docs/commands.md (Markdown), generated from the same data.
 pub fn markdown() -> String {
     markdown_of(PASSES)
 }

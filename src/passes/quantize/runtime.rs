@@ -6,7 +6,7 @@
 //! (activation) QDQ. ONNX Runtime does not constant-fold a DequantizeLinear (it keeps Q/DQ groups for its
 //! integer fusions), so a weight-only Conv model dequantizes every weight on every run unless the session option
 //! `session.disable_quant_qdq=1` is set, which folds them at load; that same option turns the integer fusions of
-//! a static model off. Figures: `cargo bench --bench ort_latency` (README, "ONNX Runtime latency").
+//! a static model off. Figures: `cargo bench --bench ort_latency` (docs/benchmarks.md, "ONNX Runtime latency").
 
 use crate::ir::{Graph, Model};
 
