@@ -346,7 +346,7 @@ fn quantize_prints_a_summary_and_every_remark_with_v() {
     let (code, stdout, err) = cli(&["quantize", model, o, "--report", r]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
     assert!(
         lines[1].starts_with(
             "  applied    4: weight '…' (initializer, N f32) -> int8 per-channel axis N"
@@ -359,6 +359,16 @@ fn quantize_prints_a_summary_and_every_remark_with_v() {
             && lines[2].ends_with("(4 per-node remarks: -v, or --report FILE.json)"),
         "{stdout}"
     );
+    // the runtime setting a weight-only output needs in ONNX Runtime, and what it costs (issue 25)
+    assert!(
+        lines[3].starts_with(
+            "runtime: ONNX Runtime dequantizes weight-only Q/DQ weights again on every run"
+        ) && lines[3].contains("`session.disable_quant_qdq` = \"1\"")
+            && lines[3].contains("holds the weights as float in memory"),
+        "{stdout}"
+    );
+    let (_, inspected, _) = cli(&["inspect", o]);
+    assert!(inspected.contains(lines[3]), "{inspected}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
     assert_eq!(json[0]["remarks"].as_array().unwrap().len(), 4);

@@ -200,7 +200,10 @@ fn passes_command_lists_options_and_readme_table_is_generated() {
     assert_eq!(code, 0);
     let readme = std::fs::read_to_string(common::root().join("docs/commands.md")).unwrap();
     let (begin, end) = ("<!-- passes:begin -->\n", "<!-- passes:end -->");
-    let start = readme.find(begin).expect("docs/commands.md marks the pass table") + begin.len();
+    let start = readme
+        .find(begin)
+        .expect("docs/commands.md marks the pass table")
+        + begin.len();
     let stop = readme[start..].find(end).expect("end marker") + start;
     assert_eq!(
         &readme[start..stop],

@@ -203,6 +203,10 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
             )
         }
     );
+    let form = crate::passes::quantize::runtime::form(&m);
+    if let Some(hint) = crate::passes::quantize::runtime::hint(form) {
+        println!("{hint}");
+    }
     if let Some(path) = &a.report {
         super::write_json(path, &[&report])?;
     }

@@ -57,3 +57,42 @@ pub fn hint(form: QuantForm) -> Option<&'static str> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::builder::{model, GraphBuilder};
+    use crate::ir::{DataType, Tensor};
+
+    /// x -> [QuantizeLinear -> DequantizeLinear ->] MatMul(DequantizeLinear(w_q)) -> y
+    fn graph(weight_dq: bool, activation_q: bool) -> Model {
+        let mut b = GraphBuilder::new("g");
+        let mut x = b.input("x", DataType::FLOAT, &["1", "4"]);
+        let s = b.initializer(Tensor::from_f32("s", vec![], &[0.1]));
+        if activation_q {
+            let q = b.node("QuantizeLinear", &[x, s], vec![], 1)[0];
+            x = b.node("DequantizeLinear", &[q, s], vec![], 1)[0];
+        }
+        let w = if weight_dq {
+            let wq = b.initializer(Tensor::from_vec("wq", vec![4, 2], vec![1i8; 8]).unwrap());
+            b.node("DequantizeLinear", &[wq, s], vec![], 1)[0]
+        } else {
+            b.initializer(Tensor::from_f32("w", vec![4, 2], &[0.5; 8]))
+        };
+        let y = b.node("MatMul", &[x, w], vec![], 1)[0];
+        b.output(y, DataType::FLOAT, &["1", "2"]);
+        model(b.build(), 13)
+    }
+
+    #[test]
+    fn the_form_is_read_off_the_graph() {
+        assert_eq!(form(&graph(false, false)), QuantForm::Float);
+        assert_eq!(form(&graph(true, false)), QuantForm::WeightOnly);
+        assert_eq!(form(&graph(true, true)), QuantForm::Static);
+        assert!(hint(QuantForm::Float).is_none());
+        assert!(hint(QuantForm::WeightOnly)
+            .unwrap()
+            .contains("session.disable_quant_qdq"));
+        assert!(hint(QuantForm::Static).unwrap().contains("do not set"));
+    }
+}
