@@ -18,8 +18,9 @@
 //!
 //! Then the streaming case: weight-only int8 of a generated external-data model (MatMul layers of 8192 x 8192
 //! f32, 256 MiB each; 8 GB by default, `--stream-gb X` to change, `--stream-gb 0` to skip), written straight
-//! to disk without holding it in memory, quantized by our CLI (per-channel default) beside `cp` of the
-//! input (model and data file). Besides wall time and peak RSS (which counts the mapped, file-backed data
+//! to disk without holding it in memory, quantized by our CLI (per-channel default) through each entry point
+//! (`quantize`, `run -p quantize{mode=weight}`, a recipe with `--no-validate`) beside `cp` of the input (model
+//! and data file). Besides wall time and peak RSS (which counts the mapped, file-backed data
 //! pages), it prints the peak *anonymous* RSS of our CLI: `RssAnon` of /proc/<pid>/status, sampled every
 //! 2 ms while it runs. ONNX Runtime's quantizer is not run on it: it loads the whole model into memory.
 //! The size is reduced (and said) when the disk has less than twice the model plus a quarter of it plus
@@ -237,31 +238,46 @@ fn streaming_case(parent: &Path, bin: &Path, want_gb: f64, keep_free: f64) -> Re
         .status()?;
     let cp = timed(Command::new("cp").arg(&input).arg(&data).arg(&cp_dir))?;
     std::fs::remove_dir_all(&cp_dir)?;
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join("q.onnx");
-    let (secs, anon_kb, rss_kb) = timed_anon(
-        Command::new(bin)
-            .arg("quantize")
-            .arg(&input)
-            .arg(&out)
-            .args(["--mode", "weight"]),
+    // the same streaming through every entry point: the quantize command, `run -p` and a recipe (one pipeline,
+    // one scratch folder beside the output)
+    let recipe = dir.path().join("weight.toml");
+    std::fs::write(
+        &recipe,
+        "[[pass]]\nname = \"quantize\"\noptions = { mode = \"weight\" }\n",
     )?;
-    let out_bytes: u64 = std::fs::read_dir(&out_dir)?
-        .map(|e| Ok(e?.metadata()?.len()))
-        .collect::<Result<Vec<u64>>>()?
-        .iter()
-        .sum();
-    let q = io::load(&out).context("streamed output does not load")?;
-    let external = q
-        .graph
-        .initializers()
-        .filter(|(_, t)| t.is_external() && t.dtype() == DataType::INT8)
-        .count();
-    if external != layers {
-        bail!("streamed output: {external} external int8 weights, want {layers}");
-    }
-    let ratio = out_bytes as f64 / in_bytes as f64;
+    let entry_points: [(&str, Vec<String>); 3] = [
+        (
+            "onnx-rewrite quantize (per-channel, streamed)",
+            vec![
+                "quantize".into(),
+                "IN".into(),
+                "OUT".into(),
+                "--mode".into(),
+                "weight".into(),
+            ],
+        ),
+        (
+            "onnx-rewrite run -p quantize{mode=weight}",
+            vec![
+                "run".into(),
+                "IN".into(),
+                "OUT".into(),
+                "-p".into(),
+                "quantize{mode=weight}".into(),
+            ],
+        ),
+        (
+            "onnx-rewrite run --recipe (quantize weight)",
+            vec![
+                "run".into(),
+                "IN".into(),
+                "OUT".into(),
+                "--recipe".into(),
+                recipe.display().to_string(),
+                "--no-validate".into(),
+            ],
+        ),
+    ];
     println!(
         "\n{:<44} {:>8} {:>14} {:>12} {:>10}",
         "tool", "seconds", "peak anon MB", "peak RSS MB", "out GB"
@@ -274,25 +290,55 @@ fn streaming_case(parent: &Path, bin: &Path, want_gb: f64, keep_free: f64) -> Re
         cp.peak_kb as f64 / 1024.0,
         in_bytes as f64 / 1e9
     );
-    println!(
-        "{:<44} {:>8.2} {:>14.1} {:>12.1} {:>10.2}",
-        "onnx-rewrite quantize (per-channel, streamed)",
-        secs,
-        anon_kb as f64 / 1024.0,
-        rss_kb as f64 / 1024.0,
-        out_bytes as f64 / 1e9
-    );
-    println!(
-        "ratios: ours / cp = {:.1}x time; output {ratio:.3}x the input; peak anonymous RSS {:.0} MB ({} 1 GB; \
-         sampled every 2 ms; peak RSS counts the mapped data pages, which the kernel reclaims at will)",
-        secs / cp.secs.max(0.01),
-        anon_kb as f64 / 1024.0,
-        if anon_kb < 1 << 20 { "under" } else { "OVER" },
-    );
-    if ratio > 0.27 {
-        bail!("streamed output is {ratio:.3}x the input (want <= 0.27)");
+    for (k, (label, args)) in entry_points.iter().enumerate() {
+        let out_dir = dir.path().join(format!("out{k}"));
+        std::fs::create_dir_all(&out_dir)?;
+        let out = out_dir.join("q.onnx");
+        let args: Vec<std::ffi::OsString> = args
+            .iter()
+            .map(|a| match a.as_str() {
+                "IN" => input.clone().into_os_string(),
+                "OUT" => out.clone().into_os_string(),
+                a => a.into(),
+            })
+            .collect();
+        let (secs, anon_kb, rss_kb) = timed_anon(Command::new(bin).args(&args))?;
+        let out_bytes: u64 = std::fs::read_dir(&out_dir)?
+            .map(|e| Ok(e?.metadata()?.len()))
+            .collect::<Result<Vec<u64>>>()?
+            .iter()
+            .sum();
+        let q = io::load(&out).context("streamed output does not load")?;
+        let external = q
+            .graph
+            .initializers()
+            .filter(|(_, t)| t.is_external() && t.dtype() == DataType::INT8)
+            .count();
+        if external != layers {
+            bail!("{label}: {external} external int8 weights, want {layers}");
+        }
+        let ratio = out_bytes as f64 / in_bytes as f64;
+        println!(
+            "{:<44} {:>8.2} {:>14.1} {:>12.1} {:>10.2}",
+            label,
+            secs,
+            anon_kb as f64 / 1024.0,
+            rss_kb as f64 / 1024.0,
+            out_bytes as f64 / 1e9
+        );
+        println!(
+            "  ratios: / cp = {:.1}x time; output {ratio:.3}x the input; peak anonymous RSS {:.0} MB ({} 1 GB; \
+             sampled every 2 ms; peak RSS counts the mapped data pages, which the kernel reclaims at will)",
+            secs / cp.secs.max(0.01),
+            anon_kb as f64 / 1024.0,
+            if anon_kb < 1 << 20 { "under" } else { "OVER" },
+        );
+        if ratio > 0.27 {
+            bail!("{label}: streamed output is {ratio:.3}x the input (want <= 0.27)");
+        }
+        drop(q);
+        std::fs::remove_dir_all(&out_dir)?;
     }
-    drop(q);
     dir.close()?;
     Ok(())
 }

@@ -176,6 +176,8 @@ fn run<'py>(
             latency_runs: latency,
             progress: false,
             input_sha256: Some(src.sha256()?),
+            // the result comes back as bytes, not as a file beside which tensors could stream
+            scratch: None,
         };
         let m = src.load()?;
         drop(src);
@@ -212,13 +214,8 @@ fn run_pass<'py>(
         let mut m = src.load()?;
         drop(src);
         let before = check.then(|| m.clone());
-        let mut cx = passes::PassContext {
-            calibrator: Some(Box::new(validate::TractCalibrator::new(
-                sample_opts.clone(),
-            ))),
-            drift: Some(Box::new(validate::TractDrift::new(&m, sample_opts.clone()))),
-            progress: Box::new(passes::NoProgress),
-        };
+        let mut cx =
+            validate::pass_services(&m, sample_opts.clone(), Box::new(passes::NoProgress), None);
         let reports = passes::run_passes(&mut m, vec![pass], &PipelineOptions::default(), &mut cx)?;
         drop(cx);
         let (checked, passed) = match &before {

@@ -107,13 +107,12 @@ pub fn run(
     let mut m = io::load(&input)?;
     let before = check.then(|| m.clone());
     let sample_opts = inputs.options()?;
-    let mut cx = passes::PassContext {
-        calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
-            sample_opts.clone(),
-        ))),
-        drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
-        progress: Box::new(passes::StderrProgress::new()),
-    };
+    let mut cx = crate::validate::pass_services(
+        &m,
+        sample_opts,
+        Box::new(passes::StderrProgress::new()),
+        None,
+    );
     let reports = match passes::run_passes(
         &mut m,
         vec![Box::new(pass)],

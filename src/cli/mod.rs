@@ -162,6 +162,14 @@ fn split_specs(specs: &[String]) -> Vec<String> {
 }
 
 /// Tell where external data went when it could not keep its name (it would have overwritten an input file).
+/// The folder `output` will be written in (scratch files go there, on the same file system).
+fn folder_of(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 fn say_relocated(r: &io::SaveReport) {
     for (from, to) in &r.relocated {
         eprintln!(

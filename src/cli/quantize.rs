@@ -133,7 +133,7 @@ impl QuantizeArgs {
 }
 
 pub fn run(a: QuantizeArgs) -> Result<i32> {
-    let mut pass = Quantize::new(a.options())?;
+    let pass = Quantize::new(a.options())?;
     let output = match (&a.output, a.dry_run) {
         (Some(o), _) => o.clone(),
         (None, true) => PathBuf::new(),
@@ -144,24 +144,22 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         }
     };
     // weights held in external data are quantized straight to scratch files beside the output (streaming)
-    let out_dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    pass.weight.spill = Some(io::external::Spill::new(out_dir));
+    let out_dir = super::folder_of(&output);
     let mut m = io::load(&a.input)?;
     let input_size = crate::validate::FileSize::of(&m, &a.input)?;
     let before = a.validate.then(|| m.clone());
     // calibration (mode static) and drift (sensitivity) run on the samples the input flags describe
     let sample_opts = a.inputs.options()?;
-    let mut cx = passes::PassContext {
-        calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
-            sample_opts.clone(),
-        ))),
-        drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
-        progress: Box::new(passes::StderrProgress::new()),
-    };
+    let mut cx = crate::validate::pass_services(
+        &m,
+        sample_opts,
+        Box::new(passes::StderrProgress::new()),
+        Some(io::external::Spill::new(out_dir)),
+    );
     let (report, plan) = pass.quantize(&mut m, &mut cx)?;
+    drop(cx);
+    // verified as the pipeline verifies after every pass
+    passes::verify_after(&m, crate::passes::quantize::PASS)?;
     if a.verbose {
         print!("{report}");
     } else {

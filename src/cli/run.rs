@@ -101,6 +101,7 @@ fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<i32> {
         latency_runs: a.latency,
         progress: !a.quiet,
         input_sha256: Some(recipe::sha256_hex(&bytes)),
+        scratch: Some(crate::io::external::Spill::new(super::folder_of(&a.output))),
     };
     let before = (a.diff || a.verbose).then(|| model.clone());
     let (out, mut report) = recipe::run_recipe(model, &recipe, &opts)?;
@@ -159,17 +160,17 @@ fn run_specs(a: RunArgs) -> Result<i32> {
     let specs: Vec<&str> = specs.iter().map(|s| s.as_str()).collect();
     // the services a pass may ask for: calibration and drift on the samples the input flags describe
     let sample_opts = a.inputs.options()?;
-    let mut cx = passes::PassContext {
-        calibrator: Some(Box::new(crate::validate::TractCalibrator::new(
-            sample_opts.clone(),
-        ))),
-        drift: Some(Box::new(crate::validate::TractDrift::new(&m, sample_opts))),
-        progress: if a.quiet {
-            Box::new(passes::NoProgress)
-        } else {
-            Box::new(passes::StderrProgress::new())
-        },
+    let progress: Box<dyn passes::Progress> = if a.quiet {
+        Box::new(passes::NoProgress)
+    } else {
+        Box::new(passes::StderrProgress::new())
     };
+    let mut cx = crate::validate::pass_services(
+        &m,
+        sample_opts,
+        progress,
+        Some(crate::io::external::Spill::new(super::folder_of(&a.output))),
+    );
     let reports = passes::run_pipeline_with(
         &mut m,
         &specs,

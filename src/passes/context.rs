@@ -186,6 +186,9 @@ pub struct PassContext {
     /// Drift against the model the pipeline started from (budgets, rank searches).
     pub drift: Option<Box<dyn DriftMeasure>>,
     pub progress: Box<dyn Progress>,
+    /// Where a pass may stream large computed tensors instead of holding them in memory (weight-only
+    /// quantization of external-data weights): the output's folder. `None`: in memory.
+    pub scratch: Option<crate::io::external::Spill>,
 }
 
 impl Default for PassContext {
@@ -194,6 +197,7 @@ impl Default for PassContext {
             calibrator: None,
             drift: None,
             progress: Box::new(NoProgress),
+            scratch: None,
         }
     }
 }
@@ -203,6 +207,7 @@ impl fmt::Debug for PassContext {
         f.debug_struct("PassContext")
             .field("calibrator", &self.calibrator.is_some())
             .field("drift", &self.drift.is_some())
+            .field("scratch", &self.scratch)
             .finish_non_exhaustive()
     }
 }

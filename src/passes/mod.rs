@@ -29,7 +29,7 @@ pub use context::{
     DriftMeasure, DriftSummary, NoProgress, OutputDrift, PassContext, Progress, StderrProgress,
 };
 pub use options::{OptionDoc, OptionInfo, OptionType, PassOptions};
-pub use pipeline::{run_passes, run_pipeline, run_pipeline_with, PipelineOptions};
+pub use pipeline::{run_passes, run_pipeline, run_pipeline_with, verify_after, PipelineOptions};
 pub use registry::{lookup, PassInfo, PASSES};
 
 /// What happened at one node.

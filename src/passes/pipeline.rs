@@ -55,14 +55,20 @@ pub fn run_passes(
         let report = pass.run(model, cx);
         cx.progress.finish();
         let report = report?;
-        model.verify().map_err(|e| Error::Pass {
-            pass: pass.name().into(),
-            msg: format!("left an invalid graph: {e}"),
-        })?;
+        verify_after(model, pass.name())?;
         reports.push(report);
         if opts.stop_after.as_deref() == Some(pass.name()) {
             break;
         }
     }
     Ok(reports)
+}
+
+/// The check every entry point makes after each pass: the model (every graph and function body) verifies, or
+/// the error names the pass.
+pub fn verify_after(model: &Model, pass: &str) -> Result<()> {
+    model.verify().map_err(|e| Error::Pass {
+        pass: pass.into(),
+        msg: format!("left an invalid graph: {e}"),
+    })
 }

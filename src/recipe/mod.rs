@@ -173,6 +173,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// sha256 of the input model file, recorded in the report and the output's metadata.
     pub input_sha256: Option<String>,
+    /// Where passes may stream large tensors (the output's folder; see `PassContext::scratch`).
+    pub scratch: Option<crate::io::external::Spill>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -302,16 +304,14 @@ pub fn run_recipe(
         }
         None => None,
     };
-    let mut cx = PassContext {
-        calibrator: opts
-            .validate
-            .as_ref()
-            .map(|v| Box::new(validate::TractCalibrator::new(v.clone())) as _),
-        drift: opts
-            .validate
-            .as_ref()
-            .map(|v| Box::new(validate::TractDrift::new(&original, v.clone())) as _),
-        progress,
+    let scratch = opts.scratch.clone();
+    let mut cx = match &opts.validate {
+        Some(v) => validate::pass_services(&original, v.clone(), progress, scratch),
+        None => PassContext {
+            progress,
+            scratch,
+            ..PassContext::default()
+        },
     };
     for (k, step) in recipe.steps.iter().enumerate() {
         let pass = registry::make(&step.name, step.options.clone())?;
@@ -320,10 +320,7 @@ pub fn run_recipe(
         let r = pass.run(&mut model, &mut cx);
         cx.progress.finish();
         let pr = r?;
-        model.verify().map_err(|e| Error::Pass {
-            pass: step.name.clone(),
-            msg: format!("left an invalid graph: {e}"),
-        })?;
+        crate::passes::verify_after(&model, &step.name)?;
         let time_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut entry = PassEntry::new(k, step, pr, time_ms);
         if let Some(reference) = &reference {

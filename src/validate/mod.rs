@@ -82,6 +82,23 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use calibrate::TractCalibrator;
+
+/// The services every entry point (each command, recipes, Python) hands its passes: calibration and drift
+/// against `original` on the samples `samples` describes, progress, and the folder large tensors may stream to.
+/// One constructor, so no entry point runs a pass with fewer services than another.
+pub fn pass_services(
+    original: &crate::ir::Model,
+    samples: ValidateOptions,
+    progress: Box<dyn crate::passes::Progress>,
+    scratch: Option<crate::io::external::Spill>,
+) -> crate::passes::PassContext {
+    crate::passes::PassContext {
+        calibrator: Some(Box::new(TractCalibrator::new(samples.clone()))),
+        drift: Some(Box::new(TractDrift::new(original, samples))),
+        progress,
+        scratch,
+    }
+}
 pub use compare::{compare, compare_with_reference, run_model, ReferenceRun, RunOutput};
 pub use drift::TractDrift;
 pub use evaluate::{evaluate, Accuracy, EvaluationReport, FileSize, Latency, ParamCount};

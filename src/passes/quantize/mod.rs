@@ -172,7 +172,15 @@ impl Quantize {
         match self.mode {
             Mode::Weight => {
                 let mut report = PassReport::new(PASS);
-                weight::run(model, &self.weight, cx, &mut report)?;
+                if self.weight.spill.is_none() && cx.scratch.is_some() {
+                    let cfg = WeightConfig {
+                        spill: cx.scratch.clone(),
+                        ..self.weight.clone()
+                    };
+                    weight::run(model, &cfg, cx, &mut report)?;
+                } else {
+                    weight::run(model, &self.weight, cx, &mut report)?;
+                }
                 Ok((report, None))
             }
             Mode::Static => {
