@@ -112,15 +112,43 @@ impl Error {
         }
     }
 
-    /// The process exit code the CLI uses for this error (see docs/recipes.md, "Exit codes").
-    pub fn exit_code(&self) -> i32 {
+    /// How the CLI ends for this error (see docs/recipes.md, "Exit codes").
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::Invalid { .. } | Error::Read { .. } => 3,
-            Error::Usage(_) | Error::Refused(_) => 2,
-            // 4 is drift past a tolerance: a report, not an error, except a pass budget no choice meets
-            Error::BudgetUnmet { .. } => 4,
-            Error::Validate(_) | Error::CannotValidate { .. } => 5,
-            Error::Write { .. } | Error::Pass { .. } | Error::Verify { .. } => 1,
+            Error::Invalid { .. } | Error::Read { .. } => Exit::BadFile,
+            Error::Usage(_) | Error::Refused(_) => Exit::Usage,
+            // drift past a tolerance is a report, not an error, except a pass budget no choice meets
+            Error::BudgetUnmet { .. } => Exit::Drift,
+            Error::Validate(_) | Error::CannotValidate { .. } => Exit::CannotValidate,
+            Error::Write { .. } | Error::Pass { .. } | Error::Verify { .. } => Exit::Unexpected,
         }
+    }
+
+    /// The process exit code of [`Error::exit`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit().code()
+    }
+}
+
+/// The documented process exit codes (docs/recipes.md, "Exit codes"): every command returns one of these, and
+/// every error maps to one ([`Error::exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// A pass failed, an output could not be written.
+    Unexpected = 1,
+    /// Bad flags, an unknown pass or option, a refused request, an input file that does not fit the model.
+    Usage = 2,
+    /// An unreadable or malformed model, input or labels file.
+    BadFile = 3,
+    /// Drift past a tolerance or budget: the comparison ran and failed; nothing was written.
+    Drift = 4,
+    /// The engine cannot load, type or run a model.
+    CannotValidate = 5,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
     }
 }

@@ -2,6 +2,7 @@
 //! (docs/recipes.md, "Exit codes").
 
 use clap::Parser;
+use onnx_rewrite::error::Exit;
 
 fn main() {
     // `onnx-rewrite dump m.onnx | head`: when the reader goes away, end quietly as `cat` does (the default action
@@ -15,13 +16,17 @@ fn main() {
     let cli = match onnx_rewrite::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
             let _ = e.print();
-            std::process::exit(code);
+            std::process::exit(code.code());
         }
     };
     let code = match std::panic::catch_unwind(|| onnx_rewrite::cli::run(cli)) {
-        Ok(Ok(code)) => code,
+        Ok(Ok(exit)) => exit.code(),
         Ok(Err(e)) => {
             eprintln!("error: {e}");
             let mut src = std::error::Error::source(&e);
@@ -31,7 +36,7 @@ fn main() {
             }
             e.exit_code()
         }
-        Err(_) => 1,
+        Err(_) => Exit::Unexpected.code(),
     };
     std::process::exit(code);
 }

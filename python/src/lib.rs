@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use onnx_rewrite::error::{Error, Result};
+use onnx_rewrite::error::{Error, Exit, Result};
 use onnx_rewrite::ir::Model;
 use onnx_rewrite::passes::{self, PipelineOptions};
 use onnx_rewrite::validate::{self, Tolerances, ValidateOptions};
@@ -121,12 +121,12 @@ impl Samples {
 
 /// Raise the Python exception of an error's exit code (classes in `onnx_rewrite._errors`), message unchanged.
 fn raise(py: Python<'_>, e: Error) -> PyErr {
-    let class = match e.exit_code() {
-        2 => "UsageError",
-        3 => "BadModelError",
-        4 => "DriftError",
-        5 => "CannotValidateError",
-        _ => "OnnxRewriteError",
+    let class = match e.exit() {
+        Exit::Usage => "UsageError",
+        Exit::BadFile => "BadModelError",
+        Exit::Drift => "DriftError",
+        Exit::CannotValidate => "CannotValidateError",
+        Exit::Ok | Exit::Unexpected => "OnnxRewriteError",
     };
     let made = py
         .import("onnx_rewrite._errors")

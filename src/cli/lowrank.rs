@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 use crate::io;
 use crate::passes::lowrank::{LowRank, LowRankOptions};
 use crate::passes::{self, PipelineOptions};
@@ -102,7 +102,7 @@ pub fn run(
     inputs: InputArgs,
     tolerances: ToleranceArgs,
     data: DataArgs,
-) -> Result<i32> {
+) -> Result<Exit> {
     let pass = LowRank::new(args.options()?)?;
     let mut m = io::load(&input)?;
     let before = check.then(|| m.clone());
@@ -122,7 +122,7 @@ pub fn run(
         Ok(r) => r,
         Err(e) if crate::passes::lowrank::budget_unmet(&e) => {
             eprintln!("error: {e}\n{} not written", output.display());
-            return Ok(4);
+            return Ok(Exit::Drift);
         }
         Err(e) => return Err(e),
     };
@@ -137,12 +137,12 @@ pub fn run(
         print!("{r}");
         if !r.passed() {
             eprintln!("validation failed: {} not written", output.display());
-            return Ok(4);
+            return Ok(Exit::Drift);
         }
     }
     super::say_relocated(&io::save(&m, &output, &data.save_options())?);
     if let Some(path) = report {
         super::write_json(&path, &reports)?;
     }
-    Ok(0)
+    Ok(Exit::Ok)
 }

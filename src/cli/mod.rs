@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 use crate::io::{self, ExternalMode, SaveOptions};
 use crate::passes;
 
@@ -200,7 +200,7 @@ fn show<T: serde::Serialize + std::fmt::Display>(value: &T, json: bool) {
 }
 
 /// Run a parsed command; returns the exit code.
-pub fn run(cli: Cli) -> Result<i32> {
+pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Inspect { model, json } => {
             let m = io::load(&model)?;
@@ -260,7 +260,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             if !r.passed() {
                 eprintln!("validation failed: drift past the tolerances");
-                return Ok(4);
+                return Ok(Exit::Drift);
             }
         }
         Command::Evaluate {
@@ -292,5 +292,5 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(Exit::Ok)
 }

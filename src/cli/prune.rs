@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 use crate::io;
 use crate::passes::prune::{Prune, PruneOptions};
 
@@ -76,7 +76,7 @@ pub struct PruneArgs {
     pub data: super::DataArgs,
 }
 
-pub fn run(a: PruneArgs) -> Result<i32> {
+pub fn run(a: PruneArgs) -> Result<Exit> {
     let opts = PruneOptions {
         method: a.method,
         sparsity: a.sparsity,
@@ -121,7 +121,7 @@ pub fn run(a: PruneArgs) -> Result<i32> {
         super::write_json(path, &(&report, &outcome))?;
     }
     if a.dry_run {
-        return Ok(0);
+        return Ok(Exit::Ok);
     }
     let Some(output) = a.output else {
         return Err(Error::Usage(
@@ -135,9 +135,9 @@ pub fn run(a: PruneArgs) -> Result<i32> {
         print!("{r}");
         if !r.passed() {
             eprintln!("validation failed: {} not written", output.display());
-            return Ok(4);
+            return Ok(Exit::Drift);
         }
     }
     super::say_relocated(&io::save(&m, &output, &a.data.save_options())?);
-    Ok(0)
+    Ok(Exit::Ok)
 }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::validate::{InputArgs, ToleranceArgs};
 use super::DataArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 use crate::io;
 use crate::passes;
 use crate::passes::quantize::{Quantize, QuantizeOptions};
@@ -132,7 +132,7 @@ impl QuantizeArgs {
     }
 }
 
-pub fn run(a: QuantizeArgs) -> Result<i32> {
+pub fn run(a: QuantizeArgs) -> Result<Exit> {
     let pass = Quantize::new(a.options())?;
     let output = match (&a.output, a.dry_run) {
         (Some(o), _) => o.clone(),
@@ -172,7 +172,7 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         if let Some(path) = &a.report {
             super::write_json(path, &[&report])?;
         }
-        return Ok(0);
+        return Ok(Exit::Ok);
     }
     if let Some(b) = &before {
         let mut opts = a.inputs.options()?;
@@ -181,7 +181,7 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         print!("{r}");
         if !r.passed() {
             eprintln!("validation failed: {} not written", output.display());
-            return Ok(4);
+            return Ok(Exit::Drift);
         }
     }
     let saved = io::save(&m, &output, &a.data.save_options())?;
@@ -208,5 +208,5 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
     if let Some(path) = &a.report {
         super::write_json(path, &[&report])?;
     }
-    Ok(0)
+    Ok(Exit::Ok)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{say_relocated, split_specs, validate, write_json, DataArgs};
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 use crate::io;
 use crate::passes::{self, PipelineOptions};
 use crate::recipe::{self, RunOptions};
@@ -60,7 +60,7 @@ pub struct RunArgs {
     pub data: DataArgs,
 }
 
-pub fn run(a: RunArgs) -> Result<i32> {
+pub fn run(a: RunArgs) -> Result<Exit> {
     match &a.recipe {
         Some(path) => run_recipe(&a, recipe::load(path)?),
         None if a.passes.is_empty() => run_recipe(&a, recipe::general()),
@@ -68,7 +68,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     }
 }
 
-fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<i32> {
+fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<Exit> {
     let t = &a.tolerances;
     let tolerance_flag = t.max_abs.is_some()
         || t.mean_abs.is_some()
@@ -139,17 +139,17 @@ fn run_recipe(a: &RunArgs, recipe: recipe::Recipe) -> Result<i32> {
             report.failed_pass.as_deref().unwrap_or("?"),
             a.output.display()
         );
-        return Ok(4);
+        return Ok(Exit::Drift);
     }
     if a.dry_run {
         eprintln!("dry run: {} not written", a.output.display());
     } else if !a.quiet {
         eprintln!("wrote {}", a.output.display());
     }
-    Ok(0)
+    Ok(Exit::Ok)
 }
 
-fn run_specs(a: RunArgs) -> Result<i32> {
+fn run_specs(a: RunArgs) -> Result<Exit> {
     let mut m = io::load(&a.input)?;
     let before = if a.diff || a.validate {
         Some(m.clone())
@@ -206,7 +206,7 @@ fn run_specs(a: RunArgs) -> Result<i32> {
                     .map(|r| format!(", nor {}", r.display()))
                     .unwrap_or_default()
             );
-            return Ok(4);
+            return Ok(Exit::Drift);
         }
     }
     if a.dry_run {
@@ -218,5 +218,5 @@ fn run_specs(a: RunArgs) -> Result<i32> {
     if let Some(path) = &a.report {
         write_json(path, &reports)?;
     }
-    Ok(0)
+    Ok(Exit::Ok)
 }
