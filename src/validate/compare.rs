@@ -7,6 +7,7 @@ use tract_onnx::prelude::{DatumType, TValue, TVec};
 use crate::error::{Error, Result};
 use crate::ir::value::DimValue;
 use crate::ir::{DataType, Model, Tensor as IrTensor, ValueDef};
+use crate::passes::Progress;
 use crate::validate::evaluate::{accuracy, measure_latency, AccuracyAcc, Latency};
 use crate::validate::inputs::{prepare_samples, read_labels, InputSpec, Labels, Sample};
 use crate::validate::metrics::{classifier_classes, Acc};
@@ -37,6 +38,16 @@ pub(crate) fn sample_shapes(sample: &Sample) -> Vec<(String, DataType, Vec<usize
             )
         })
         .collect()
+}
+
+/// A bar over the samples of a run on stderr when there are several and stderr is a terminal (nothing
+/// otherwise: logs and pipes stay clean).
+fn samples_progress(label: &str, samples: usize) -> crate::passes::StderrProgress {
+    let mut p = crate::passes::StderrProgress::with_enabled(
+        samples > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    p.start(label, Some(samples as u64));
+    p
 }
 
 /// Run `model` through tract on one sample; outputs in graph output order.
@@ -493,9 +504,12 @@ impl ReferenceRun {
         opts: &ValidateOptions,
     ) -> Result<ReferenceRun> {
         let (mut run, mut side) = ReferenceRun::prepare(reference, like, opts)?;
+        let mut progress = samples_progress("reference", run.samples.len());
         for sample in &run.samples {
             run.runs.push(run_plan(&mut side, sample)?);
+            progress.advance(1);
         }
+        progress.finish();
         run.latency = reference_latency(&side, &run)?;
         run.expose_remarks = side.expose_remarks;
         run.load_remarks = side.load_remarks;
@@ -612,7 +626,9 @@ fn compare_runs(
     let mut acc_ref = AccuracyAcc::default();
     let mut acc_cand = AccuracyAcc::default();
     let mut classifier_output: Option<usize> = None;
+    let mut progress = samples_progress("candidate", reference.samples.len());
     for (k, sample) in reference.samples.iter().enumerate() {
+        progress.advance(1);
         let ro_live;
         let ro = match &mut live {
             Some(r) => {
