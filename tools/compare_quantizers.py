@@ -192,6 +192,27 @@ def generated_cnn(path):
     onnx.save(m, str(path))
 
 
+def float_model(name, bin_path, cache, d):
+    """The float model every quantizer starts from, `<d>/float.onnx`: the real model from `cache` (or the
+    generated CNN) after our `fold-batchnorm,dce`; None (said on stderr) when it is missing or the fold fails."""
+    d.mkdir(parents=True, exist_ok=True)
+    src = d / "source.onnx"
+    if name == "generated_cnn":
+        generated_cnn(src)
+    else:
+        p = Path(cache) / f"{name}.onnx"
+        if not p.exists():
+            print(f"{name}: not in {cache}, skipped", file=sys.stderr)
+            return None
+        shutil.copy(p, src)
+    flt = d / "float.onnx"
+    p = subprocess.run([bin_path, "run", str(src), str(flt), "-p", "fold-batchnorm,dce"], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"{name}: fold-batchnorm failed: {p.stderr.strip()}", file=sys.stderr)
+        return None
+    return flt
+
+
 def run_ours(bin_path, src, dst, calib_dir, extra):
     cmd = [str(bin_path), "quantize", str(src), str(dst), "--mode", "static", "--input", str(calib_dir)] + extra
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -261,20 +282,8 @@ def main():
     for name in names:
         cfg = MODEL_INPUTS.get(name, {})
         d = work / name
-        d.mkdir(exist_ok=True)
-        src = d / "source.onnx"
-        if name == "generated_cnn":
-            generated_cnn(src)
-        else:
-            p = Path(a.cache) / f"{name}.onnx"
-            if not p.exists():
-                print(f"{name}: not in {a.cache}, skipped", file=sys.stderr)
-                continue
-            shutil.copy(p, src)
-        flt = d / "float.onnx"
-        p = subprocess.run([a.bin, "run", str(src), str(flt), "-p", "fold-batchnorm,dce"], capture_output=True, text=True)
-        if p.returncode != 0:
-            print(f"{name}: fold-batchnorm failed: {p.stderr.strip()}", file=sys.stderr)
+        flt = float_model(name, a.bin, a.cache, d)
+        if flt is None:
             continue
         specs = input_specs(flt, cfg)
         calib = make_samples(specs, cfg, a.samples, 0)

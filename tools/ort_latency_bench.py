@@ -23,7 +23,6 @@ with the reason below the table), and one JSON line per model on stderr (--json 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -120,20 +119,8 @@ def main():
     for name in names:
         cfg = DEPLOY_INPUTS.get(name, cq.MODEL_INPUTS.get(name, {}))
         d = work / name
-        d.mkdir(exist_ok=True)
-        src = d / "source.onnx"
-        if name == "generated_cnn":
-            cq.generated_cnn(src)
-        else:
-            p = Path(a.cache) / f"{name}.onnx"
-            if not p.exists():
-                print(f"{name}: not in {a.cache}, skipped", file=sys.stderr)
-                continue
-            shutil.copy(p, src)
-        flt = d / "float.onnx"
-        p = subprocess.run([a.bin, "run", str(src), str(flt), "-p", "fold-batchnorm,dce"], capture_output=True, text=True)
-        if p.returncode != 0:
-            print(f"{name}: fold-batchnorm failed: {p.stderr.strip()}", file=sys.stderr)
+        flt = cq.float_model(name, a.bin, a.cache, d)
+        if flt is None:
             continue
         specs = cq.input_specs(flt, cfg)
         calib = cq.make_samples(specs, cfg, a.samples, 0)
