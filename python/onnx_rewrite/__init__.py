@@ -329,6 +329,8 @@ def quantize(
     equalize: bool = False,
     bias_correction: bool = False,
     drift_budget: float = 0.0,
+    format: str = "qdq",
+    block_size: int = 32,
     plan: Optional[str] = None,
     load_plan: Optional[str] = None,
     inputs: Any = None,
@@ -346,7 +348,9 @@ def quantize(
     mode's default), ``reduce_range``, ``min_elements``, ``ops``, ``include`` / ``exclude`` (node-name
     patterns), and for static mode ``method`` (minmax, percentile, entropy), ``percentile``,
     ``activation_type``, ``equalize``, ``bias_correction``, ``drift_budget``, and the ``plan`` / ``load_plan``
-    paths (write the plan, JSON; build from a plan without calibrating).
+    paths (write the plan, JSON; build from a plan without calibrating); for weight mode ``format``
+    (``"qdq"``, or ``"matmulnbits"``: MatMul weights as ONNX Runtime's MatMulNBits, 8-bit blocks of
+    ``block_size`` along K).
     ``validate=True`` compares the result with the input (default tolerances, or ``tolerances={...}`` /
     ``no_default_tolerances``) and raises DriftError past them. Sample keywords: ``seed``, ``samples``,
     ``dims``, ``default_dim``, ``float_range``, ``int_range``.
@@ -366,6 +370,8 @@ def quantize(
         "equalize": equalize,
         "bias_correction": bias_correction,
         "drift_budget": drift_budget,
+        "format": format,
+        "block_size": block_size,
     }
     if symmetric is not None:
         options["symmetric"] = symmetric

@@ -40,6 +40,13 @@ pub struct QuantizeArgs {
     /// 7-bit ranges (int8 [-64, 64], uint8 [0, 127]).
     #[arg(long)]
     pub reduce_range: bool,
+    /// --mode weight: MatMul weights as `qdq` (DequantizeLinear) or `matmulnbits` (ONNX Runtime's MatMulNBits,
+    /// 8-bit blocks along K).
+    #[arg(long, default_value = "qdq")]
+    pub format: String,
+    /// --format matmulnbits: block length along K (a power of two, 16 to 256).
+    #[arg(long, default_value_t = 32)]
+    pub block_size: u64,
     /// Weights with fewer elements stay float.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub min_elements: u64,
@@ -116,6 +123,8 @@ impl QuantizeArgs {
             } else {
                 self.ops.clone()
             },
+            format: self.format.clone(),
+            block_size: self.block_size,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
             method: self.method.clone(),

@@ -178,9 +178,22 @@ pub fn fold_unsupported(model: &Model) -> Result<(Model, Vec<String>)> {
     let model = owned.as_ref().unwrap_or(model);
     let g = &model.graph;
     let mut folds: Vec<(ValueId, Tensor, String)> = Vec::new(); // (DQ output, folded tensor, DQ node)
+    let mut nbits: Vec<(crate::ir::NodeId, Tensor)> = Vec::new(); // (MatMulNBits node, its B as f32 [K, N])
     let mut feeders: Vec<ValueId> = Vec::new();
-    for (_, node) in g.nodes() {
+    for (id, node) in g.nodes() {
         let op = &node.op;
+        if op.domain.as_deref() == Some("com.microsoft") && op.op_type == "MatMulNBits" {
+            let w = matmul_nbits_weight(g, node)?;
+            remarks.push(format!(
+                "folded MatMulNBits '{}' into MatMul with its dequantized f32 weight for the tract run: tract \
+                 0.23.9 runs only some of its variants; the dequantized values are exact, the packed storage \
+                 itself is not what ran",
+                label(g, node)
+            ));
+            feeders.extend(node.inputs.iter().skip(1).flatten().copied());
+            nbits.push((id, w));
+            continue;
+        }
         let dt_of = |v: Option<ValueId>| {
             v.and_then(|v| g.constant(v).map(|t| t.dtype()))
                 .or_else(|| v.and_then(|v| declared_dtype(g, v)))
@@ -285,11 +298,27 @@ pub fn fold_unsupported(model: &Model) -> Result<(Model, Vec<String>)> {
             }
         }
     }
-    if folds.is_empty() {
+    if folds.is_empty() && nbits.is_empty() {
         return Ok((model.clone(), remarks));
     }
     let mut m = model.clone();
     let mut p = Patch::new("validate-fold");
+    for (id, w) in nbits {
+        // in place, so its output keeps its name: MatMul(A, W) (+ bias through an Add would rename it, so a
+        // bias is refused above); the packed inputs are cleared and dropped with the other feeders
+        let node = m.graph.node(id).expect("live node");
+        let anchor = label(&m.graph, node);
+        let n_inputs = node.inputs.len();
+        let wv = p.add_initializer(&m.graph, &anchor, w);
+        p.set_op(id, crate::ir::OpKey::onnx("MatMul"));
+        p.set_input(id, 1, Some(wv));
+        for slot in 2..n_inputs {
+            p.set_input(id, slot, None);
+        }
+        for a in ["K", "N", "bits", "block_size", "accuracy_level"] {
+            p.remove_attr(id, a);
+        }
+    }
     for (out, t, name) in folds {
         let dq = m.graph.producer(out).map(|(id, _)| id);
         let nv = p.add_initializer(&m.graph, &name, t);
@@ -327,6 +356,86 @@ pub fn fold_unsupported(model: &Model) -> Result<(Model, Vec<String>)> {
         m.graph.apply(p)?;
     }
     Ok((m, remarks))
+}
+
+/// The f32 `[K, N]` weight a MatMulNBits node computes with (ORT's contrib spec): `B` uint8 `[N, k_blocks,
+/// blob]` holding `bits`-bit codes low-first along K, `scales` `[N * k_blocks]` (or `[N, k_blocks]`), optional
+/// `zero_points` packed the same way (default `2^(bits-1)`): `W[k][n] = (code - zero_point) * scale` in f32.
+/// Anything else (non-constant inputs, `g_idx`, other bit widths) is refused, never guessed.
+fn matmul_nbits_weight(g: &Graph, node: &crate::ir::Node) -> Result<Tensor> {
+    let refuse = |why: String| {
+        Error::Validate(format!(
+            "MatMulNBits '{}': {why}; refusing to validate",
+            label(g, node)
+        ))
+    };
+    let int = |name: &str| node.get_int(name).ok().flatten();
+    let (Some(k), Some(n), Some(block)) = (int("K"), int("N"), int("block_size")) else {
+        return Err(refuse("K, N or block_size is missing".into()));
+    };
+    let bits = int("bits").unwrap_or(4);
+    if !matches!(bits, 4 | 8) || k <= 0 || n <= 0 || block <= 0 {
+        return Err(refuse(format!(
+            "bits {bits}, K {k}, N {n}, block_size {block}"
+        )));
+    }
+    if node.input(4).is_some() || node.input(5).is_some() {
+        return Err(refuse("g_idx and bias are not supported".into()));
+    }
+    let konst = |i: usize| node.input(i).and_then(|v| g.constant(v));
+    let (Some(b), Some(s)) = (konst(1), konst(2)) else {
+        return Err(refuse("B or scales is not a constant".into()));
+    };
+    if node.input(3).is_some() && konst(3).is_none() {
+        return Err(refuse("zero_points is not a constant".into()));
+    }
+    let (k, n, block, bits) = (k as usize, n as usize, block as usize, bits as usize);
+    let kb = k.div_ceil(block);
+    let blob = block * bits / 8;
+    let codes = b.to_i64_vec()?;
+    let scales = s.to_f32_vec()?;
+    if b.dtype() != DataType::UINT8 || codes.len() != n * kb * blob || scales.len() != n * kb {
+        return Err(refuse(format!(
+            "B {:?} ({}) / scales {:?} do not fit K {k}, N {n}, block_size {block}, bits {bits}",
+            b.dims,
+            b.dtype().name(),
+            s.dims
+        )));
+    }
+    // the i-th code of a byte stream of `bits`-bit codes, low bits first
+    let code = |bytes: &[i64], i: usize| -> i64 {
+        if bits == 8 {
+            bytes[i]
+        } else {
+            (bytes[i / 2] >> (4 * (i % 2))) & 0xF
+        }
+    };
+    let zps = konst(3).map(|z| z.to_i64_vec()).transpose()?;
+    let zp_row = (kb * bits).div_ceil(8); // packed zero points per column
+    if let Some(z) = &zps {
+        if z.len() != n * zp_row {
+            return Err(refuse(format!(
+                "zero_points has {} values, want {}",
+                z.len(),
+                n * zp_row
+            )));
+        }
+    }
+    let mut w = vec![0f32; k * n];
+    for col in 0..n {
+        for blk in 0..kb {
+            let scale = scales[col * kb + blk];
+            let zp = match &zps {
+                Some(z) => code(&z[col * zp_row..(col + 1) * zp_row], blk),
+                None => 1 << (bits - 1),
+            };
+            let at = &codes[(col * kb + blk) * blob..(col * kb + blk + 1) * blob];
+            for i in 0..block.min(k - blk * block) {
+                w[(blk * block + i) * n + col] = (code(at, i) - zp) as f32 * scale;
+            }
+        }
+    }
+    Ok(Tensor::from_f32("", vec![k as i64, n as i64], &w))
 }
 
 /// The node's name, or `<op> -> <first output>` for an unnamed node.

@@ -102,6 +102,7 @@ pub fn pass_services(
 pub use compare::{compare, compare_with_reference, run_model, ReferenceRun, RunOutput};
 pub use drift::TractDrift;
 pub use evaluate::{evaluate, Accuracy, EvaluationReport, FileSize, Latency, ParamCount};
+pub use fold::fold_unsupported;
 pub use inputs::{
     parse_tensor_pb, prepare_samples, read_labels, read_tensor_file, InputSpec, Labels, Sample,
 };

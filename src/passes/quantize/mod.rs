@@ -36,6 +36,10 @@ crate::pass_options! {
         min_elements: u64 = weight::DEFAULT_MIN_ELEMENTS,
         /// Op types whose weights are quantized: Conv, ConvTranspose, Gemm, MatMul, Gather (embedding tables, gathered as 8-bit rows), LSTM / GRU / RNN (W and R; biases stay float). mode=static takes Conv / ConvTranspose / Gemm / MatMul from this list (Gather through activation_ops).
         ops: Vec<String> = weight::KNOWN_OPS.iter().map(|s| s.to_string()).collect(),
+        /// mode=weight: the form of MatMul weights: `qdq` (int8 read through DequantizeLinear) or `matmulnbits` (ONNX Runtime's `com.microsoft::MatMulNBits`, 8-bit blocks along K, the weight-only kernel ORT runs without dequantizing B each call; other weights keep the DequantizeLinear form).
+        format: String = "qdq".to_string(),
+        /// format=matmulnbits: block length along K, a power of two from 16 to 256.
+        block_size: u64 = 32,
         /// Node-name or weight-name patterns (`*`, `?`): when given, only weights read by a matching node.
         include: Vec<String> = vec![],
         /// Node-name or weight-name patterns (`*`, `?`): weights read by a matching node stay float.
@@ -85,6 +89,8 @@ impl std::str::FromStr for Mode {
 
 pub struct Quantize {
     pub mode: Mode,
+    /// `format=matmulnbits`: MatMul weights become MatMulNBits with this block length.
+    pub nbits_block: Option<usize>,
     pub weight: WeightConfig,
     pub static_qdq: static_qdq::StaticQdqOptions,
 }
@@ -97,6 +103,28 @@ impl Quantize {
                 "plan / load_plan / dry_run apply to mode=static".into(),
             ));
         }
+        let nbits_block = match o.format.as_str() {
+            "qdq" => None,
+            "matmulnbits" if mode == Mode::Static => {
+                return Err(Error::Usage(
+                    "format=matmulnbits is a weight-only form: use it with mode=weight".into(),
+                ))
+            }
+            "matmulnbits" => {
+                let b = o.block_size;
+                if !(16..=256).contains(&b) || !b.is_power_of_two() {
+                    return Err(Error::Usage(format!(
+                        "block_size {b}: a power of two from 16 to 256"
+                    )));
+                }
+                Some(b as usize)
+            }
+            f => {
+                return Err(Error::Usage(format!(
+                    "unknown format '{f}' (expected qdq or matmulnbits)"
+                )))
+            }
+        };
         if mode == Mode::Static
             && (o.dtype != "int8" || o.symmetric == Some(false) || o.reduce_range)
         {
@@ -144,6 +172,7 @@ impl Quantize {
         }
         Ok(Quantize {
             mode,
+            nbits_block,
             static_qdq,
             weight: WeightConfig {
                 qtype,
@@ -172,6 +201,9 @@ impl Quantize {
         match self.mode {
             Mode::Weight => {
                 let mut report = PassReport::new(PASS);
+                if let Some(block) = self.nbits_block {
+                    weight::nbits::convert(model, &self.weight, block, &mut report)?;
+                }
                 if self.weight.spill.is_none() && cx.scratch.is_some() {
                     let cfg = WeightConfig {
                         spill: cx.scratch.clone(),

@@ -46,6 +46,7 @@
 
 mod collect;
 mod emit;
+pub mod nbits;
 
 use collect::{collect, Candidate, Reader, Role};
 
