@@ -39,6 +39,10 @@ pub enum Error {
     /// for drift past a validation tolerance; nothing is written.
     #[error("pass '{pass}': {msg}")]
     BudgetUnmet { pass: String, msg: String },
+    /// A pass's result computes non-finite outputs (NaN, inf) where the original's are finite, on the samples
+    /// it was checked on: exit code 4, as for drift past a tolerance; nothing is written.
+    #[error("pass '{pass}': {msg}")]
+    NonFinite { pass: String, msg: String },
     /// The graph broke an IR invariant (use-def, cycle, names), found by `verify`.
     #[error("graph '{graph}' does not verify: {msg}")]
     Verify { graph: String, msg: String },
@@ -118,7 +122,7 @@ impl Error {
             Error::Invalid { .. } | Error::Read { .. } => 3,
             Error::Usage(_) | Error::Refused(_) => 2,
             // 4 is drift past a tolerance: a report, not an error, except a pass budget no choice meets
-            Error::BudgetUnmet { .. } => 4,
+            Error::BudgetUnmet { .. } | Error::NonFinite { .. } => 4,
             Error::Validate(_) | Error::CannotValidate { .. } => 5,
             Error::Write { .. } | Error::Pass { .. } | Error::Verify { .. } => 1,
         }
