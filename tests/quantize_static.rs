@@ -1174,22 +1174,47 @@ fn audio_frontend_log_input_stays_float() {
     assert!(s >= 20.0, "{s} dB\n{r}");
     common::check_files(&[common::save(&m, dir.path(), "kws_static")]);
 
-    // the old placement: the Clip output quantised after the mel MatMul (the Clip absorbed), at the scale of
-    // its full range (a vowel's mel energy, hundreds: a step of about 1, against quiet bins of 1e-7)
+    // the old placement: the mel MatMul quantised (its input, the power spectrum, and its weight) and the Clip
+    // output after it (the Clip absorbed), at scale 1 (the power spectrum and the mel energies of a vowel reach
+    // the hundreds, so a full-range uint8 step is about 1, against quiet bins of 1e-7)
+    use onnx_rewrite::passes::quantize::static_qdq::{QdqDecision, QdqWeight, QdqWeightUse};
     let mut plan = onnx_rewrite::passes::quantize::static_qdq::QdqPlan::read(&plan_path).unwrap();
-    let clip_out = "floor_clip_output_0".to_string();
-    plan.tensors.push(QdqTensor {
-        name: clip_out.clone(),
+    let u8_at_1 = |name: &str| QdqTensor {
+        name: name.into(),
         dtype: Some("uint8".into()),
         scale: Some(1.0),
         zero_point: Some(0),
         ..Default::default()
-    });
-    plan.nodes
+    };
+    plan.tensors.push(u8_at_1("frames_output_0"));
+    plan.tensors.push(u8_at_1("floor_clip_output_0"));
+    let mel = plan
+        .nodes
         .iter_mut()
         .find(|n| n.node == "mel_matmul")
-        .unwrap()
-        .outputs = vec![clip_out];
+        .unwrap();
+    mel.decision = QdqDecision::Quantize;
+    mel.activations = vec!["frames_output_0".into()];
+    mel.outputs = vec!["floor_clip_output_0".into()];
+    mel.weight = Some(QdqWeightUse {
+        slot: 1,
+        name: "mel".into(),
+        axis: Some(1),
+    });
+    // every mel filter peaks at 1
+    plan.weights.push(QdqWeight {
+        name: "mel".into(),
+        axis: Some(1),
+        dtype: "int8".into(),
+        scales: vec![1.0 / 127.0; 8],
+    });
+    // and the head in float, as a recurrent head (outside the QDQ set) would be: a pair after the Log
+    // quantises -inf (and NaN) to its range's low end, which hides the break behind finite, wrong logits
+    plan.tensors
+        .retain(|t| t.name == "frames_output_0" || t.name == "floor_clip_output_0");
+    for n in plan.nodes.iter_mut().filter(|n| n.node != "mel_matmul") {
+        n.decision = QdqDecision::Float;
+    }
     let old = dir.path().join("old.plan.json");
     plan.write(&old).unwrap();
     let mut broken = original.clone();

@@ -173,15 +173,26 @@ pub(super) fn reaches_norm(g: &Graph, v: ValueId, adds: usize) -> Option<String>
     None
 }
 
-/// Ops that pass a value on unchanged or clipped (element-wise and monotone, or moving it): an 8-bit error in
-/// their input reaches whatever reads their output.
-const PASS_THROUGH: &[&str] = &[
+/// Ops that carry an error of their input on to their output (element-wise, linear, clipping or moving
+/// values): an 8-bit zero in their input is still a zero, or a sum of zeros, after them. A power spectrum
+/// quantised before a mel MatMul or the audio before the STFT Conv loses its quiet bins as surely as the Log
+/// input itself.
+pub(super) const PASS_THROUGH: &[&str] = &[
     "Relu",
     "Clip",
     "Max",
     "Min",
     "Abs",
     "Neg",
+    "Add",
+    "Sub",
+    "Mul",
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "ConvTranspose",
+    "AveragePool",
+    "GlobalAveragePool",
     "Reshape",
     "Transpose",
     "Flatten",
@@ -194,37 +205,45 @@ const PASS_THROUGH: &[&str] = &[
     "Pad",
 ];
 
-/// Why reading `v` at input `slot` of `node` amplifies a small error of `v` past what 8 bits can carry, if it
-/// does. Log, Sqrt, Reciprocal, a Div denominator and a root or negative power have an unbounded derivative
-/// near 0, and 8 bits round every value below half a step to exactly 0 (a power spectrum spanning ten orders
-/// of magnitude keeps only its loudest bins: Log then gives -inf, and every later value is NaN). Exp turns an
-/// absolute error into a relative one (e^(x+d) = e^x e^d): half a step of a wide range is a large factor.
-fn amplifies(g: &Graph, node: &crate::ir::Node, slot: usize) -> Option<&'static str> {
+/// Why reading `v` at input `slot` of `node` breaks on 8-bit values, if it does, and whether it breaks on
+/// values that come through other ops too. Log, Sqrt, Reciprocal, a Div denominator and a root or negative
+/// power are singular at 0, and 8 bits round every value below half a step to exactly 0 (a power spectrum
+/// spanning ten orders of magnitude keeps only its loudest bins: Log then gives -inf, and every later value is
+/// NaN), through any number of sums and products. Exp turns an absolute error into a relative one (e^(x+d) =
+/// e^x e^d): large on a wide range, but bounded, so only the tensor Exp reads itself is kept float for it.
+fn amplifies(g: &Graph, node: &crate::ir::Node, slot: usize) -> Option<(&'static str, bool)> {
     match node.op.op_type.as_str() {
-        "Log" => Some("Log (an 8-bit zero becomes -inf)"),
-        "Sqrt" => Some("Sqrt (unbounded slope at 0)"),
-        "Reciprocal" => Some("Reciprocal (an 8-bit zero becomes inf)"),
-        "Exp" => Some("Exp (an absolute 8-bit error becomes a relative one)"),
-        "Div" if slot == 1 => Some("a Div denominator (an 8-bit zero becomes inf)"),
+        "Log" => Some(("Log (an 8-bit zero becomes -inf)", true)),
+        "Sqrt" => Some(("Sqrt (unbounded slope at 0)", true)),
+        "Reciprocal" => Some(("Reciprocal (an 8-bit zero becomes inf)", true)),
+        "Exp" => Some((
+            "Exp (an absolute 8-bit error becomes a relative one)",
+            false,
+        )),
+        "Div" if slot == 1 => Some(("a Div denominator (an 8-bit zero becomes inf)", true)),
         "Pow" => {
             // an integer power >= 1 is a polynomial: its relative error is the exponent times its input's;
-            // a root, a negative or a computed exponent is not bounded near 0
+            // a root, a negative or a computed exponent is singular at 0
             let e = node
                 .input(1)
                 .and_then(|e| g.constant(e))
                 .and_then(|t| t.to_f64_vec().ok());
             match e.as_deref() {
                 Some([e]) if slot == 0 && *e >= 1.0 && e.fract() == 0.0 => None,
-                _ => Some("Pow (a root, negative or computed exponent)"),
+                _ => Some(("Pow (a root, negative or computed exponent)", true)),
             }
         }
         _ => None,
     }
 }
 
-/// The op that would amplify an 8-bit error of `v`, read directly or through ops that pass it on
-/// (`PASS_THROUGH`, at most `depth` of them), said as "<why> '<node>'".
+/// The op that would break on an 8-bit error of `v`: read directly, or (a singular one) through at most
+/// `depth` ops that pass the error on (`PASS_THROUGH`); said as "<why> '<node>'".
 pub(super) fn feeds_amplifier(g: &Graph, v: ValueId, depth: usize) -> Option<String> {
+    amplifier_from(g, v, depth, true)
+}
+
+fn amplifier_from(g: &Graph, v: ValueId, depth: usize, direct: bool) -> Option<String> {
     for u in g.uses(v) {
         let crate::ir::UseSlot::Input(slot) = u.slot else {
             continue;
@@ -233,15 +252,16 @@ pub(super) fn feeds_amplifier(g: &Graph, v: ValueId, depth: usize) -> Option<Str
         if !node.op.is_default_domain() {
             continue;
         }
-        if let Some(why) = amplifies(g, node, slot as usize) {
-            return Some(format!("{why} '{}'", node.name()));
+        if let Some((why, singular)) = amplifies(g, node, slot as usize) {
+            if direct || singular {
+                return Some(format!("{why} '{}'", node.name()));
+            }
         }
         if depth > 0 && PASS_THROUGH.contains(&node.op.op_type.as_str()) {
-            if let Some(found) = node
-                .output(0)
-                .and_then(|y| feeds_amplifier(g, y, depth - 1))
-            {
-                return Some(found);
+            for y in node.outputs.iter().flatten() {
+                if let Some(found) = amplifier_from(g, *y, depth - 1, false) {
+                    return Some(found);
+                }
             }
         }
     }

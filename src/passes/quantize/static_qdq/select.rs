@@ -16,7 +16,7 @@ use crate::ir::{AttrList, DataType, Graph, Node, NodeId, ValueId};
 
 use super::dataflow::{
     fed_by_compute, feeds_amplifier, is_constant, is_constant_cone, is_f32, output_tensor,
-    produced_by, reaches_norm, DATA_MOVEMENT, FLOAT_OUT,
+    produced_by, reaches_norm, DATA_MOVEMENT, FLOAT_OUT, PASS_THROUGH,
 };
 use super::StaticQdqOptions;
 
@@ -131,8 +131,25 @@ pub(super) fn display_name(node: &Node) -> String {
     }
 }
 
-/// How many pass-through ops (Clip, Relu, Reshape...) `feeds_amplifier` looks through.
-const AMPLIFIER_DEPTH: usize = 4;
+/// How many pass-through ops (Clip, Add, MatMul, Conv, Reshape...) `feeds_amplifier` looks through: an audio
+/// front-end's STFT Conv -> square -> sum -> Transpose -> mel MatMul -> Clip -> Log is six.
+const AMPLIFIER_DEPTH: usize = 8;
+
+/// A node whose output carries its inputs' errors on to an op singular at 0 (or is read by Exp) stays float,
+/// inputs and all: its 8-bit inputs would zero the small values that op needs (see `dataflow::amplifies`).
+fn before_amplifier(g: &Graph, node: &Node) -> Option<String> {
+    if !PASS_THROUGH.contains(&node.op.op_type.as_str()) {
+        return None;
+    }
+    let why = node
+        .outputs
+        .iter()
+        .flatten()
+        .find_map(|y| feeds_amplifier(g, *y, AMPLIFIER_DEPTH))?;
+    Some(format!(
+        "its output reaches {why}, which 8-bit values would break (small values rounded to 0): left float"
+    ))
+}
 
 const NOT_UNDERSTOOD: &str = "inputs not understood";
 
@@ -182,6 +199,10 @@ pub(super) fn select(
             reason,
         };
         if let Some(reason) = filtered(g, node, opts) {
+            out.push(skipped(reason));
+            continue;
+        }
+        if let Some(reason) = before_amplifier(g, node) {
             out.push(skipped(reason));
             continue;
         }
@@ -572,30 +593,46 @@ mod tests {
         assert_eq!(sites, 3, "{sel:?}");
     }
 
-    /// The audio front-end pattern: MatMul (mel) -> Clip(min=1e-10) -> Log. The Clip would be absorbed and its
-    /// output quantised, every reader reading the pair: Log would see 8-bit zeros. The output stays float with
-    /// a note naming the Log; the MatMul is still quantised (its input and weight).
+    /// The audio front-end pattern: Conv -> Mul (square) -> MatMul (mel) -> Clip(min=1e-10) -> Log. Quantised,
+    /// the Clip output (or any tensor before it: the error passes through) would carry 8-bit zeros into Log.
+    /// Conv, Mul and MatMul stay float with the reason; a Conv after the Log is quantised.
     #[test]
     fn a_log_input_stays_float() {
         use crate::ir::builder::{model, GraphBuilder};
         use crate::ir::Tensor;
         let mut b = GraphBuilder::new("g");
-        let x = b.input("x", DataType::FLOAT, &["1", "4"]);
+        let x = b.input("x", DataType::FLOAT, &["1", "1", "4", "4"]);
+        let wc = b.initializer(Tensor::from_f32("wc", vec![1, 1, 1, 1], &[0.5]));
+        let c = b.node("Conv", &[x, wc], vec![], 1)[0];
+        let sq = b.node("Mul", &[c, c], vec![], 1)[0];
         let w = b.initializer(Tensor::from_f32("w", vec![4, 2], &[0.5; 8]));
-        let y = b.node("MatMul", &[x, w], vec![], 1)[0];
+        let y = b.node("MatMul", &[sq, w], vec![], 1)[0];
         let lo = b.initializer(Tensor::from_f32("lo", vec![], &[1e-10]));
         let c = b.node("Clip", &[y, lo], vec![], 1)[0];
         let l = b.node("Log", &[c], vec![], 1)[0];
-        b.output(l, DataType::FLOAT, &["1", "2"]);
+        let wa = b.initializer(Tensor::from_f32("wa", vec![1, 1, 1, 1], &[0.5]));
+        let after = b.named_node(
+            "after",
+            crate::ir::OpKey::onnx("Conv"),
+            &[Some(l), Some(wa)],
+            &["out"],
+            vec![],
+        )[0];
+        b.output(after, DataType::FLOAT, &["1", "1", "4", "2"]);
         let m = model(b.build(), 13);
         let sel = select(&m.graph, &StaticQdqOptions::default(), true).unwrap();
-        let site = sel.iter().find_map(Selection::site).expect("the MatMul");
-        assert!(site.outs.is_empty(), "{site:?}");
-        assert!(
-            site.notes.iter().any(|n| n.contains("Log")),
-            "{:?}",
-            site.notes
-        );
-        assert_eq!(site.acts, vec![x]);
+        let float: Vec<&str> = sel
+            .iter()
+            .filter_map(|s| match s {
+                Selection::Skipped { at, reason, .. } if reason.contains("Log") => {
+                    Some(at.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(float, ["conv_0", "mul_1", "matmul_2"], "{sel:?}");
+        let sites: Vec<&QdqSite> = sel.iter().filter_map(Selection::site).collect();
+        assert_eq!(sites.len(), 1, "{sel:?}");
+        assert_eq!(sites[0].at, "after");
     }
 }
