@@ -567,7 +567,7 @@ mod tests {
         let zero = b.initializer(Tensor::from_f32("zero", vec![], &[0.0]));
         for k in 0..3 {
             let w = b.initializer(Tensor::from_f32(
-                &format!("w{k}"),
+                format!("w{k}"),
                 vec![2, 2, 1, 1],
                 &[0.5, -0.25, 0.75, 1.0],
             ));
