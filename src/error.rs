@@ -39,6 +39,10 @@ pub enum Error {
     /// for drift past a validation tolerance; nothing is written.
     #[error("pass '{pass}': {msg}")]
     BudgetUnmet { pass: String, msg: String },
+    /// A pass's result computes non-finite outputs (NaN, inf) where the original's are finite, on the samples
+    /// it was checked on: exit code 4, as for drift past a tolerance; nothing is written.
+    #[error("pass '{pass}': {msg}")]
+    NonFinite { pass: String, msg: String },
     /// The graph broke an IR invariant (use-def, cycle, names), found by `verify`.
     #[error("graph '{graph}' does not verify: {msg}")]
     Verify { graph: String, msg: String },
@@ -117,8 +121,9 @@ impl Error {
         match self {
             Error::Invalid { .. } | Error::Read { .. } => Exit::BadFile,
             Error::Usage(_) | Error::Refused(_) => Exit::Usage,
-            // drift past a tolerance is a report, not an error, except a pass budget no choice meets
-            Error::BudgetUnmet { .. } => Exit::Drift,
+            // drift past a tolerance is a report, not an error, except a pass budget no choice meets and a
+            // quantized model whose outputs are non-finite where the float model's are finite
+            Error::BudgetUnmet { .. } | Error::NonFinite { .. } => Exit::Drift,
             Error::Validate(_) | Error::CannotValidate { .. } => Exit::CannotValidate,
             Error::Write { .. } | Error::Pass { .. } | Error::Verify { .. } => Exit::Unexpected,
         }

@@ -37,6 +37,13 @@ pub struct OutputDrift {
     pub top1: Option<f64>,
     /// Positions where exactly one side is non-finite or they are different non-finite values.
     pub nonfinite_mismatches: u64,
+    /// Positions where the candidate is non-finite and the original finite: a broken candidate.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub broken: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The drift of every graph output of a candidate against the original.
@@ -63,6 +70,11 @@ impl DriftSummary {
     /// The largest absolute difference over the outputs.
     pub fn max_abs(&self) -> f64 {
         self.outputs.iter().map(|o| o.max_abs).fold(0.0, f64::max)
+    }
+
+    /// The first output the candidate computes as non-finite where the original's is finite, if any.
+    pub fn first_broken(&self) -> Option<&OutputDrift> {
+        self.outputs.iter().find(|o| o.broken > 0)
     }
 
     /// No difference at all (every element equal, non-finite values matching).

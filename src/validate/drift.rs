@@ -80,6 +80,7 @@ impl DriftMeasure for TractDrift {
         let (samples, reference) = self.reference()?;
         let n_out = reference.first().map_or(0, Vec::len);
         let mut accs = vec![Acc::default(); n_out];
+        let mut broken = vec![0u64; n_out];
         for (s, refs) in samples.iter().zip(reference) {
             let run = run_model(candidate, s).map_err(|e| match e {
                 Error::Validate(m) => Error::Validate(format!("candidate model: {m}")),
@@ -111,14 +112,20 @@ impl DriftMeasure for TractDrift {
                     .map_err(|e| Error::Validate(format!("candidate output '{}': {e}", r.name)))?;
                 let shape: Vec<usize> = r.shape.iter().map(|d| *d as usize).collect();
                 accs[k].add(&r.values, &values, classifier_classes(&shape, r.is_float));
+                broken[k] += r
+                    .values
+                    .iter()
+                    .zip(&values)
+                    .filter(|(a, b)| a.is_finite() && !b.is_finite())
+                    .count() as u64;
             }
         }
         let names = reference.first().map(|v| v.iter().map(|r| r.name.clone()));
         let outputs = names
             .into_iter()
             .flatten()
-            .zip(&accs)
-            .map(|(name, acc)| {
+            .zip(accs.iter().zip(&broken))
+            .map(|(name, (acc, broken))| {
                 let m = acc.finish();
                 OutputDrift {
                     name,
@@ -129,6 +136,7 @@ impl DriftMeasure for TractDrift {
                     sqnr_db: m.sqnr_db,
                     top1: m.top1,
                     nonfinite_mismatches: m.nonfinite_mismatches,
+                    broken: *broken,
                 }
             })
             .collect();

@@ -1,4 +1,6 @@
-//! `.npy` reading and writing (format versions 1-3, little-endian, C order) to and from IR tensors.
+//! `.npy` reading and writing (format versions 1-3, little-endian) to and from IR tensors. Data in Fortran
+//! order (what numpy writes for a transposed array) is read into the C order IR tensors hold, with the shape
+//! the header gives, as `np.load` reads it; files are written in C order.
 //!
 //! The reader takes untrusted bytes: the header must be the Python dict literal numpy writes (exactly the keys
 //! `descr`, `fortran_order`, `shape`), the dtype one of the plain little-endian numbers or `b1`, the shape
@@ -353,13 +355,6 @@ pub fn parse_npy(name: &str, bytes: &[u8]) -> Result<Tensor> {
             format!("negative dimension {d} in shape {dims:?}"),
         ));
     }
-    // Fortran order is the same bytes as C order for arrays with at most one dimension above 1.
-    if fortran && dims.iter().filter(|d| **d > 1).count() > 1 {
-        return Err(bad(
-            "fortran_order",
-            "Fortran-order arrays are not read (save with np.ascontiguousarray)".into(),
-        ));
-    }
     let data = &bytes[end..];
     // The product of dims and its size in bytes are checked in 64 bits (overflow is an error) and compared with
     // the bytes the file holds, so a shape claiming terabytes fails here, before anything is allocated.
@@ -394,12 +389,43 @@ pub fn parse_npy(name: &str, bytes: &[u8]) -> Result<Tensor> {
             ));
         }
     }
-    Ok(Tensor::from_raw(
-        name,
-        dtype,
-        dims,
-        Bytes::copy_from_slice(data),
-    ))
+    // Fortran order is the same bytes as C order for arrays with at most one dimension above 1.
+    let data = if fortran && dims.iter().filter(|d| **d > 1).count() > 1 {
+        let size = dtype.byte_len(1).expect("one element fits") as usize;
+        Bytes::from(fortran_to_c(data, &dims, size))
+    } else {
+        Bytes::copy_from_slice(data)
+    };
+    Ok(Tensor::from_raw(name, dtype, dims, data))
+}
+
+/// The elements of `data` (each `size` bytes), stored in Fortran order (first axis fastest) for `dims`,
+/// rearranged into C order (last axis fastest). `data` holds exactly numel x size bytes.
+fn fortran_to_c(data: &[u8], dims: &[i64], size: usize) -> Vec<u8> {
+    let dims: Vec<usize> = dims.iter().map(|d| *d as usize).collect();
+    // Fortran strides, in elements: axis k moves by the product of the dims before it
+    let mut strides = vec![1usize; dims.len()];
+    for k in 1..dims.len() {
+        strides[k] = strides[k - 1] * dims[k - 1];
+    }
+    let numel: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(data.len());
+    let mut index = vec![0usize; dims.len()];
+    let mut at = 0usize;
+    for _ in 0..numel {
+        out.extend_from_slice(&data[at * size..(at + 1) * size]);
+        // the next C-order index: an odometer whose last digit turns fastest, keeping `at` in step
+        for k in (0..dims.len()).rev() {
+            index[k] += 1;
+            at += strides[k];
+            if index[k] < dims[k] {
+                break;
+            }
+            at -= strides[k] * dims[k];
+            index[k] = 0;
+        }
+    }
+    out
 }
 
 /// Read and parse an `.npy` file; errors name the file.
@@ -491,6 +517,53 @@ mod tests {
         let b = to_npy(&t).unwrap();
         assert_eq!(b[6], 2);
         assert!(parse_npy("r", &b).unwrap().same_content(&t));
+    }
+
+    /// What `np.save` writes for `np.arange(24, dtype=np.float32).reshape(2, 3, 4).T` (shape (4, 3, 2),
+    /// Fortran order: its bytes are 0..24 in order) reads as numpy reads it: element [i, j, k] = k * 12 + j * 4 +
+    /// i, in C order; a (2, 3) int64 one as well. A Fortran-order array with one dimension above 1 is its bytes.
+    #[test]
+    fn fortran_order_is_read_as_numpy_reads_it() {
+        let data: Vec<u8> = (0..24).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let t = parse_npy(
+            "t",
+            &npy(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (4, 3, 2), }",
+                &data,
+            ),
+        )
+        .unwrap();
+        assert_eq!(t.dims, vec![4, 3, 2]);
+        let want: Vec<f32> = (0..4)
+            .flat_map(|i| {
+                (0..3).flat_map(move |j| (0..2).map(move |k| (k * 12 + j * 4 + i) as f32))
+            })
+            .collect();
+        assert_eq!(t.to_f32_vec().unwrap(), want);
+        // [[0, 1, 2], [3, 4, 5]] stored column by column
+        let data: Vec<u8> = [0i64, 3, 1, 4, 2, 5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let t = parse_npy(
+            "t",
+            &npy(
+                "{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3), }",
+                &data,
+            ),
+        )
+        .unwrap();
+        assert_eq!(t.to_i64_vec().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+        let data: Vec<u8> = [7i64, 8, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let t = parse_npy(
+            "t",
+            &npy(
+                "{'descr': '<i8', 'fortran_order': True, 'shape': (1, 3), }",
+                &data,
+            ),
+        )
+        .unwrap();
+        assert_eq!(t.to_i64_vec().unwrap(), vec![7, 8, 9]);
     }
 
     /// An .npy file with this header text and data.
@@ -626,13 +699,6 @@ mod tests {
                     &[0; 4],
                 ),
                 "little-endian",
-            ),
-            (
-                npy(
-                    "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2)}",
-                    &[0; 16],
-                ),
-                "Fortran",
             ),
             (npy(&f4("(-1,)"), &[0; 4]), "negative dimension"),
             (npy(&f4("(2, -2)"), &[0; 16]), "negative dimension"),

@@ -10,7 +10,7 @@
 //! Downgrades are a usage error; custom domains are untouched.
 
 mod axes;
-mod facts;
+pub(crate) mod facts;
 mod norm;
 mod resize;
 mod scalars;

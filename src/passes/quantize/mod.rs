@@ -34,7 +34,7 @@ crate::pass_options! {
         reduce_range: bool = false,
         /// Weights with fewer elements stay float.
         min_elements: u64 = weight::DEFAULT_MIN_ELEMENTS,
-        /// Op types whose weights are quantized: Conv, ConvTranspose, Gemm, MatMul, Gather (embedding tables, gathered as 8-bit rows), LSTM / GRU / RNN (W and R; biases stay float). mode=static takes Conv / ConvTranspose / Gemm / MatMul from this list (Gather through activation_ops).
+        /// Op types whose weights are quantized: Conv, ConvTranspose, Gemm, MatMul, Gather (embedding tables, gathered as 8-bit rows), LSTM / GRU / RNN (W and R; biases stay float). mode=static takes Conv / ConvTranspose / Gemm / MatMul from this list (Gather through activation_ops), and quantizes LSTM / GRU / RNN weights weight-only.
         ops: Vec<String> = weight::KNOWN_OPS.iter().map(|s| s.to_string()).collect(),
         /// mode=weight: the form of MatMul weights: `qdq` (int8 read through DequantizeLinear) or `matmulnbits` (ONNX Runtime's `com.microsoft::MatMulNBits`, 8-bit blocks along K, the weight-only kernel ORT runs without dequantizing B each call; other weights keep the DequantizeLinear form).
         format: String = "qdq".to_string(),
@@ -146,6 +146,12 @@ impl Quantize {
                 .iter()
                 .filter(|op| !matches!(op.as_str(), "Gather" | "LSTM" | "GRU" | "RNN"))
                 .chain(&o.activation_ops)
+                .cloned()
+                .collect(),
+            weight_only_ops: o
+                .ops
+                .iter()
+                .filter(|op| matches!(op.as_str(), "LSTM" | "GRU" | "RNN"))
                 .cloned()
                 .collect(),
             include: o.include.clone(),

@@ -15,29 +15,6 @@ pub(super) const DATA_MOVEMENT: &[&str] = &[
     "Identity",
 ];
 
-/// Ops whose output is float whenever their first input is.
-const FLOAT_PRESERVING: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "MaxPool",
-    "Identity",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Concat",
-    "Slice",
-    "Split",
-    "Pad",
-    "Resize",
-    "Gather",
-    "Neg",
-    "Abs",
-];
-
 /// Ops whose output is always float (for float models).
 pub(super) const FLOAT_OUT: &[&str] = &[
     "Conv",
@@ -65,27 +42,11 @@ pub(super) const FLOAT_OUT: &[&str] = &[
     "Pow",
 ];
 
-/// Whether `v` is a float32 tensor: declared, constant, or inferred from its producer.
-pub(super) fn is_f32(g: &Graph, v: ValueId, depth: usize) -> bool {
-    if let Some(dt) = crate::passes::convert::declared_dtype(g, v) {
-        return dt == DataType::FLOAT;
-    }
-    if depth > 64 {
-        return false;
-    }
-    match g.producer(v) {
-        Some((_, n)) if n.op.is_default_domain() => {
-            let op = n.op.op_type.as_str();
-            if FLOAT_OUT.contains(&op) {
-                true
-            } else if FLOAT_PRESERVING.contains(&op) {
-                n.input(0).is_some_and(|x| is_f32(g, x, depth + 1))
-            } else {
-                false
-            }
-        }
-        _ => false,
-    }
+/// Whether `v` is a float32 tensor: declared (graph input / output, value_info, constant) or following from
+/// its producer by ONNX's type rules (element-wise ops keep their input's type, Cast sets it, Shape gives int64,
+/// ...: `convert::facts::known_dtype`), so a model exported without value_info hides no activation.
+pub(super) fn is_f32(g: &Graph, v: ValueId) -> bool {
+    crate::passes::convert::facts::known_dtype(g, v) == Some(DataType::FLOAT)
 }
 
 /// A constant: an initializer or a `Constant` node's output (of this graph or an enclosing one).
@@ -206,6 +167,101 @@ pub(super) fn reaches_norm(g: &Graph, v: ValueId, adds: usize) -> Option<String>
         if adds > 0 && node.op.is("Add") {
             if let Some(found) = node.output(0).and_then(|y| reaches_norm(g, y, adds - 1)) {
                 return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// Ops that carry an error of their input on to their output (element-wise, linear, clipping or moving
+/// values): an 8-bit zero in their input is still a zero, or a sum of zeros, after them. A power spectrum
+/// quantised before a mel MatMul or the audio before the STFT Conv loses its quiet bins as surely as the Log
+/// input itself.
+pub(super) const PASS_THROUGH: &[&str] = &[
+    "Relu",
+    "Clip",
+    "Max",
+    "Min",
+    "Abs",
+    "Neg",
+    "Add",
+    "Sub",
+    "Mul",
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "ConvTranspose",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "MaxPool",
+    "Identity",
+    "Slice",
+    "Concat",
+    "Pad",
+];
+
+/// Why reading `v` at input `slot` of `node` breaks on 8-bit values, if it does, and whether it breaks on
+/// values that come through other ops too. Log, Sqrt, Reciprocal, a Div denominator and a root or negative
+/// power are singular at 0, and 8 bits round every value below half a step to exactly 0 (a power spectrum
+/// spanning ten orders of magnitude keeps only its loudest bins: Log then gives -inf, and every later value is
+/// NaN), through any number of sums and products. Exp turns an absolute error into a relative one (e^(x+d) =
+/// e^x e^d): large on a wide range, but bounded, so only the tensor Exp reads itself is kept float for it.
+fn amplifies(g: &Graph, node: &crate::ir::Node, slot: usize) -> Option<(&'static str, bool)> {
+    match node.op.op_type.as_str() {
+        "Log" => Some(("Log (an 8-bit zero becomes -inf)", true)),
+        "Sqrt" => Some(("Sqrt (unbounded slope at 0)", true)),
+        "Reciprocal" => Some(("Reciprocal (an 8-bit zero becomes inf)", true)),
+        "Exp" => Some((
+            "Exp (an absolute 8-bit error becomes a relative one)",
+            false,
+        )),
+        "Div" if slot == 1 => Some(("a Div denominator (an 8-bit zero becomes inf)", true)),
+        "Pow" => {
+            // an integer power >= 1 is a polynomial: its relative error is the exponent times its input's;
+            // a root, a negative or a computed exponent is singular at 0
+            let e = node
+                .input(1)
+                .and_then(|e| g.constant(e))
+                .and_then(|t| t.to_f64_vec().ok());
+            match e.as_deref() {
+                Some([e]) if slot == 0 && *e >= 1.0 && e.fract() == 0.0 => None,
+                _ => Some(("Pow (a root, negative or computed exponent)", true)),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The op that would break on an 8-bit error of `v`: read directly, or (a singular one) through at most
+/// `depth` ops that pass the error on (`PASS_THROUGH`); said as "<why> '<node>'".
+pub(super) fn feeds_amplifier(g: &Graph, v: ValueId, depth: usize) -> Option<String> {
+    amplifier_from(g, v, depth, true)
+}
+
+fn amplifier_from(g: &Graph, v: ValueId, depth: usize, direct: bool) -> Option<String> {
+    for u in g.uses(v) {
+        let crate::ir::UseSlot::Input(slot) = u.slot else {
+            continue;
+        };
+        let Some(node) = g.node(u.node) else { continue };
+        if !node.op.is_default_domain() {
+            continue;
+        }
+        if let Some((why, singular)) = amplifies(g, node, slot as usize) {
+            if direct || singular {
+                return Some(format!("{why} '{}'", node.name()));
+            }
+        }
+        if depth > 0 && PASS_THROUGH.contains(&node.op.op_type.as_str()) {
+            for y in node.outputs.iter().flatten() {
+                if let Some(found) = amplifier_from(g, *y, depth - 1, false) {
+                    return Some(found);
+                }
             }
         }
     }

@@ -15,8 +15,9 @@ use crate::passes::{Outcome, PassReport};
 use super::observe::Observed;
 use super::plan::{ActParams, QdqDecision};
 use super::ranges::{
-    activation_params, clip_range, mean_shift, quantize_symmetric, table_params,
-    too_few_for_histogram, weight_error, weight_scales, RangeMethod,
+    activation_params, clip_range, fake_quant_sqnr_db, mean_shift, quantize_symmetric,
+    table_params, too_few_for_histogram, weight_error, weight_scales, RangeMethod,
+    CATASTROPHIC_SQNR_DB,
 };
 use super::select::{QdqSite, Selection};
 
@@ -90,7 +91,8 @@ pub(super) fn decide(
     Ok(c)
 }
 
-/// Activation parameters from each calibrated tensor's range; NaN or infinite values keep it float.
+/// Activation parameters from each calibrated tensor's range; NaN or infinite values keep it float, and so
+/// does a catastrophic SQNR of the tensor quantised at those parameters (measured on its calibration subsample).
 fn ranges_of(
     g: &Graph,
     set: &BTreeMap<ValueId, Option<ValueId>>,
@@ -133,6 +135,19 @@ fn ranges_of(
             continue;
         }
         let (scale, zero_point) = activation_params(lo, hi, cal.signed);
+        let sqnr = observed
+            .samples
+            .get(name)
+            .and_then(|x| fake_quant_sqnr_db(x, scale, zero_point, cal.signed));
+        if let Some(db) = sqnr.filter(|db| *db < CATASTROPHIC_SQNR_DB) {
+            let why = format!(
+                "8 bits would cost it everything: SQNR {db:.1} dB on the calibration samples (range \
+                 [{lo:.3e}, {hi:.3e}]), below {CATASTROPHIC_SQNR_DB} dB; tensor kept float"
+            );
+            report.remark(name.to_string(), Outcome::Skipped, why.clone());
+            c.tensor_reasons.insert(*v, why);
+            continue;
+        }
         c.params.insert(
             *v,
             ActParams {

@@ -89,6 +89,8 @@ crate::pass_options! {
         bias_correction: bool = false,
         /// Keep the most sensitive layers float until the worst output cosine against the original is at least this (0 = off).
         drift_budget: f64 = 0.0,
+        /// Op types outside the QDQ set whose weights become int8 weight-only (asymmetric per channel), wherever they are read: their activations have no Q/DQ form, but their weights need no float copy.
+        weight_only_ops: Vec<String> = vec!["LSTM".into(), "GRU".into(), "RNN".into()],
         /// Histogram bins per activation for percentile / entropy.
         histogram_bins: usize = 2048,
         /// Write the plan the model is built from (JSON) here.
@@ -161,13 +163,50 @@ pub fn run(
 ) -> Result<(PassReport, QdqPlan)> {
     opts.check()?;
     if !opts.dry_run {
-        return run_on(model, cx, opts);
+        let (mut report, plan) = run_on(model, cx, opts)?;
+        refuse_broken(model, cx, &mut report)?;
+        return Ok((report, plan));
     }
     let mut trial = model.clone();
     let (mut report, plan) = run_on(&mut trial, cx, opts)?;
     report.changed = false;
     report.changes = Default::default();
     Ok((report, plan))
+}
+
+/// No model whose outputs are non-finite where the original's are finite leaves this pass: with a drift
+/// measure (the CLI always gives one, on the calibration samples) the quantised model is run and a broken one
+/// is an error (exit 4) naming the first such output; without one there is nothing to run it on. A model the
+/// measure cannot run as a whole (tract types an `If` the calibrator specialises per sample) is said in a
+/// remark, not refused: the calibration itself ran it.
+fn refuse_broken(model: &Model, cx: &mut PassContext, report: &mut PassReport) -> Result<()> {
+    if cx.drift.is_none() {
+        return Ok(());
+    }
+    let drift = match cx.measure_drift(PASS, model) {
+        Ok(d) => d,
+        Err(e @ (Error::CannotValidate { .. } | Error::Validate(_))) => {
+            report.remark(
+                "<model>",
+                Outcome::Skipped,
+                format!("outputs not checked for non-finite values: {e}"),
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    match drift.first_broken() {
+        Some(o) => Err(Error::NonFinite {
+            pass: PASS.into(),
+            msg: format!(
+                "static QDQ would make output '{}' non-finite (NaN or inf) at {} of its {} values on the {} \
+                 sample(s) where the original's are finite: not written (a tensor read by an op that amplifies \
+                 8-bit errors? exclude its nodes with --exclude, or use --mode weight)",
+                o.name, o.broken, o.elements, drift.samples
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn run_on(
@@ -216,7 +255,10 @@ fn run_on(
     report.stat("weight_bytes_after", built.bytes_after);
     report.stat("calibration_tensors", calibrated.unwrap_or(0) as u64);
     if let Some(bw) = &plan.body_weights {
-        quantize_body_weights(model, cx, bw, &mut report)?;
+        quantize_body_weights(model, cx, bw, true, "body_", &mut report)?;
+    }
+    if let Some(wo) = &plan.weight_only {
+        quantize_body_weights(model, cx, wo, false, "weight_only_", &mut report)?;
     }
     Ok((report, plan))
 }
@@ -258,6 +300,7 @@ fn make_plan(
         opset: model.opset(""),
         equalize: opts.equalize,
         body_weights: body_weights(model, opts, per_channel),
+        weight_only: weight_only(model, opts, per_channel),
     };
     if opts.drift_budget > 0.0 {
         let trials = sensitivity::Trials {
@@ -412,17 +455,42 @@ fn body_weights(
         })
 }
 
-/// Weights read inside `If` / `Loop` / `Scan` bodies: their activations are not calibrated, but no weight stays
-/// float because of where it is read: they become int8 read through a DequantizeLinear, by the weight-only
-/// pass restricted to bodies, in its own (more accurate) asymmetric per-channel form: with float activations
-/// around them no integer kernel needs the symmetric one. Its stats are reported as `body_*`.
+/// How the weights of the ops outside the QDQ set (`weight_only_ops`: LSTM / GRU / RNN) will be quantised,
+/// when the model has one of them anywhere.
+fn weight_only(
+    model: &Model,
+    opts: &StaticQdqOptions,
+    per_channel: bool,
+) -> Option<QdqBodyWeights> {
+    let mut found = false;
+    model.walk(&mut |g| {
+        found |= g
+            .nodes()
+            .any(|(_, n)| n.op.is_default_domain() && opts.weight_only_ops.contains(&n.op.op_type))
+    });
+    found.then(|| QdqBodyWeights {
+        per_channel,
+        ops: opts.weight_only_ops.clone(),
+        include: opts.include.clone(),
+        exclude: opts.exclude.clone(),
+    })
+}
+
+/// Weights static QDQ cannot give Q/DQ activations still leave the file float32 only where they must: those
+/// read inside `If` / `Loop` / `Scan` bodies (`bodies_only`: their activations are not calibrated) and those of
+/// ops outside the QDQ set (LSTM / GRU / RNN, wherever they are) become int8 read through a DequantizeLinear, by
+/// the weight-only pass, in its own (more accurate) asymmetric per-channel form: with float activations around
+/// them no integer kernel needs the symmetric one. Its stats are reported with `prefix` (`body_`,
+/// `weight_only_`).
 fn quantize_body_weights(
     model: &mut Model,
     cx: &mut PassContext,
     bw: &QdqBodyWeights,
+    bodies_only: bool,
+    prefix: &str,
     report: &mut PassReport,
 ) -> Result<()> {
-    if !model.graph.nodes().any(|(_, n)| n.has_subgraphs()) {
+    if bodies_only && !model.graph.nodes().any(|(_, n)| n.has_subgraphs()) {
         return Ok(());
     }
     let cfg = crate::passes::quantize::weight::WeightConfig {
@@ -434,7 +502,7 @@ fn quantize_body_weights(
         ops: bw.ops.iter().cloned().collect(),
         include: bw.include.clone(),
         exclude: bw.exclude.clone(),
-        bodies_only: true,
+        bodies_only,
         spill: None,
     };
     let mut body = PassReport::new(PASS);
@@ -442,7 +510,7 @@ fn quantize_body_weights(
     report.changed |= body.changed;
     report.changes.extend(body.changes);
     for (k, n) in body.stats {
-        report.stat(&format!("body_{k}"), n);
+        report.stat(&format!("{prefix}{k}"), n);
     }
     report.remarks.extend(body.remarks);
     Ok(())
@@ -513,6 +581,7 @@ pub(super) mod testing {
             stats: stats.stats,
             means,
             tensors: 0,
+            samples: BTreeMap::new(),
         };
         let cal = Calibration {
             method: RangeMethod::MinMax,
@@ -525,6 +594,7 @@ pub(super) mod testing {
             opset: m.opset(""),
             equalize: false,
             body_weights: None,
+            weight_only: None,
         };
         let chosen = choices.candidates().iter().map(|s| s.node).collect();
         assemble(g, &choices, &chosen, &opts.exclude, &header)

@@ -46,6 +46,10 @@ pub struct QdqPlan {
     /// Weight-only quantization of the weights read inside If / Loop / Scan bodies (absent without bodies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_weights: Option<QdqBodyWeights>,
+    /// Weight-only quantization of the weights of the ops outside the QDQ set (LSTM / GRU / RNN), wherever they
+    /// are read (absent without such ops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_only: Option<QdqBodyWeights>,
 }
 
 /// One activation tensor: `dtype` + `scale` + `zero_point` (its own range), `follows` (the output of a
@@ -165,8 +169,9 @@ pub struct QdqConstant {
     pub zero_point: i32,
 }
 
-/// How the weights read inside If / Loop / Scan bodies are quantised: weight-only, int8 asymmetric (their
-/// activations are not calibrated, so no integer kernel needs the symmetric form).
+/// How weights without Q/DQ activations (read inside If / Loop / Scan bodies, or by an op outside the QDQ set)
+/// are quantised: weight-only, int8 asymmetric (their activations are not calibrated, so no integer kernel
+/// needs the symmetric form), for the op types `ops`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QdqBodyWeights {
@@ -246,6 +251,7 @@ pub(super) struct PlanHeader {
     pub opset: Option<i64>,
     pub equalize: bool,
     pub body_weights: Option<QdqBodyWeights>,
+    pub weight_only: Option<QdqBodyWeights>,
 }
 
 /// The plan quantising the sites in `chosen` (every other candidate float), with the tensors they quantise
@@ -304,6 +310,7 @@ pub(super) fn assemble(
         weights,
         constants,
         body_weights: header.body_weights.clone(),
+        weight_only: header.weight_only.clone(),
     }
 }
 

@@ -15,8 +15,8 @@ use crate::ir::ops::{ConvView, GemmView};
 use crate::ir::{AttrList, DataType, Graph, Node, NodeId, ValueId};
 
 use super::dataflow::{
-    fed_by_compute, is_constant, is_constant_cone, is_f32, output_tensor, produced_by,
-    reaches_norm, DATA_MOVEMENT, FLOAT_OUT,
+    fed_by_compute, feeds_amplifier, is_constant, is_constant_cone, is_f32, output_tensor,
+    produced_by, reaches_norm, DATA_MOVEMENT, FLOAT_OUT, PASS_THROUGH,
 };
 use super::StaticQdqOptions;
 
@@ -131,6 +131,26 @@ pub(super) fn display_name(node: &Node) -> String {
     }
 }
 
+/// How many pass-through ops (Clip, Add, MatMul, Conv, Reshape...) `feeds_amplifier` looks through: an audio
+/// front-end's STFT Conv -> square -> sum -> Transpose -> mel MatMul -> Clip -> Log is six.
+const AMPLIFIER_DEPTH: usize = 8;
+
+/// A node whose output carries its inputs' errors on to an op singular at 0 (or is read by Exp) stays float,
+/// inputs and all: its 8-bit inputs would zero the small values that op needs (see `dataflow::amplifies`).
+fn before_amplifier(g: &Graph, node: &Node) -> Option<String> {
+    if !PASS_THROUGH.contains(&node.op.op_type.as_str()) {
+        return None;
+    }
+    let why = node
+        .outputs
+        .iter()
+        .flatten()
+        .find_map(|y| feeds_amplifier(g, *y, AMPLIFIER_DEPTH))?;
+    Some(format!(
+        "its output reaches {why}, which 8-bit values would break (small values rounded to 0): left float"
+    ))
+}
+
 const NOT_UNDERSTOOD: &str = "inputs not understood";
 
 /// The roles the op-specific rules give a node's inputs.
@@ -179,6 +199,10 @@ pub(super) fn select(
             reason,
         };
         if let Some(reason) = filtered(g, node, opts) {
+            out.push(skipped(reason));
+            continue;
+        }
+        if let Some(reason) = before_amplifier(g, node) {
             out.push(skipped(reason));
             continue;
         }
@@ -390,10 +414,7 @@ fn unfit(
     if acts.iter().any(|a| produced_by(g, *a, "DequantizeLinear")) {
         return Some("already quantised (input from DequantizeLinear)".into());
     }
-    if let Some(a) = acts
-        .iter()
-        .find(|a| !is_f32(g, **a, 0) || is_constant(g, **a))
-    {
+    if let Some(a) = acts.iter().find(|a| !is_f32(g, **a) || is_constant(g, **a)) {
         return Some(format!(
             "input '{}' is not a float32 activation",
             g.value_name(*a)
@@ -423,8 +444,17 @@ fn outputs(g: &Graph, node: &Node, notes: &mut Vec<String>) -> Vec<ValueId> {
     let op = node.op.op_type.as_str();
     let mut outs = Vec::new();
     for y in node.outputs.iter().flatten() {
-        if is_f32(g, *y, 0) || FLOAT_OUT.contains(&op) {
+        if is_f32(g, *y) || FLOAT_OUT.contains(&op) {
             let z = output_tensor(g, *y, notes);
+            // every reader of a quantised op's output reads the pair (build.rs), so a reader that amplifies
+            // the 8-bit error would get it too
+            if let Some(why) = feeds_amplifier(g, z, AMPLIFIER_DEPTH) {
+                notes.push(format!(
+                    "output '{}' left float: it feeds {why}, which 8 bits would break",
+                    g.value_name(z)
+                ));
+                continue;
+            }
             if let Some(norm) = reaches_norm(g, z, 2).filter(|_| op != "Gather") {
                 notes.push(format!(
                     "output left float: it reaches layer normalization '{norm}' through a residual Add"
@@ -470,7 +500,11 @@ pub(super) fn tensor_set(
             continue;
         };
         if let Some(src) = set.get(&x).copied() {
-            if node.outputs.iter().flatten().count() == 1 {
+            // every reader of a data-movement output reads its pair: one that amplifies the 8-bit error
+            // leaves it float (the site's own outputs were checked in `outputs`)
+            if node.outputs.iter().flatten().count() == 1
+                && feeds_amplifier(g, y, AMPLIFIER_DEPTH).is_none()
+            {
                 set.insert(y, Some(src.unwrap_or(x)));
             }
         }
@@ -519,5 +553,86 @@ mod tests {
         // excluding the Reshape by op type cuts the chain: its output gets a range of its own
         let set = tensor_set(g, &sites, &["Reshape".to_string()]);
         assert_eq!(set[&reshaped], None);
+    }
+
+    /// A tf2onnx-style export without value_info: Conv -> Max(x, 0) -> MaxPool -> Conv -> Max -> MaxPool ->
+    /// Conv, nothing typed but the graph input and output. Every Conv input is a float32 activation by ONNX's
+    /// type rules (Max and MaxPool keep their input's type), so every Conv is a site.
+    #[test]
+    fn types_follow_the_ops_without_value_info() {
+        use crate::ir::builder::{model, GraphBuilder};
+        use crate::ir::{Attribute, Tensor};
+        let mut b = GraphBuilder::new("g");
+        let mut x = b.input("x", DataType::FLOAT, &["1", "2", "8", "8"]);
+        let zero = b.initializer(Tensor::from_f32("zero", vec![], &[0.0]));
+        for k in 0..3 {
+            let w = b.initializer(Tensor::from_f32(
+                format!("w{k}"),
+                vec![2, 2, 1, 1],
+                &[0.5, -0.25, 0.75, 1.0],
+            ));
+            x = b.node("Conv", &[x, w], vec![], 1)[0];
+            if k < 2 {
+                let m = b.node("Max", &[x, zero], vec![], 1)[0];
+                x = b.node(
+                    "MaxPool",
+                    &[m],
+                    vec![
+                        Attribute::ints("kernel_shape", vec![2, 2]),
+                        Attribute::ints("strides", vec![2, 2]),
+                    ],
+                    1,
+                )[0];
+            }
+        }
+        b.output(x, DataType::FLOAT, &["1", "2", "2", "2"]);
+        let m = model(b.build(), 13);
+        assert!(m.graph.value_info().is_empty());
+        let sel = select(&m.graph, &StaticQdqOptions::default(), true).unwrap();
+        let sites = sel.iter().filter_map(Selection::site).count();
+        assert_eq!(sites, 3, "{sel:?}");
+    }
+
+    /// The audio front-end pattern: Conv -> Mul (square) -> MatMul (mel) -> Clip(min=1e-10) -> Log. Quantised,
+    /// the Clip output (or any tensor before it: the error passes through) would carry 8-bit zeros into Log.
+    /// Conv, Mul and MatMul stay float with the reason; a Conv after the Log is quantised.
+    #[test]
+    fn a_log_input_stays_float() {
+        use crate::ir::builder::{model, GraphBuilder};
+        use crate::ir::Tensor;
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DataType::FLOAT, &["1", "1", "4", "4"]);
+        let wc = b.initializer(Tensor::from_f32("wc", vec![1, 1, 1, 1], &[0.5]));
+        let c = b.node("Conv", &[x, wc], vec![], 1)[0];
+        let sq = b.node("Mul", &[c, c], vec![], 1)[0];
+        let w = b.initializer(Tensor::from_f32("w", vec![4, 2], &[0.5; 8]));
+        let y = b.node("MatMul", &[sq, w], vec![], 1)[0];
+        let lo = b.initializer(Tensor::from_f32("lo", vec![], &[1e-10]));
+        let c = b.node("Clip", &[y, lo], vec![], 1)[0];
+        let l = b.node("Log", &[c], vec![], 1)[0];
+        let wa = b.initializer(Tensor::from_f32("wa", vec![1, 1, 1, 1], &[0.5]));
+        let after = b.named_node(
+            "after",
+            crate::ir::OpKey::onnx("Conv"),
+            &[Some(l), Some(wa)],
+            &["out"],
+            vec![],
+        )[0];
+        b.output(after, DataType::FLOAT, &["1", "1", "4", "2"]);
+        let m = model(b.build(), 13);
+        let sel = select(&m.graph, &StaticQdqOptions::default(), true).unwrap();
+        let float: Vec<&str> = sel
+            .iter()
+            .filter_map(|s| match s {
+                Selection::Skipped { at, reason, .. } if reason.contains("Log") => {
+                    Some(at.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(float, ["conv_0", "mul_1", "matmul_2"], "{sel:?}");
+        let sites: Vec<&QdqSite> = sel.iter().filter_map(Selection::site).collect();
+        assert_eq!(sites.len(), 1, "{sel:?}");
+        assert_eq!(sites[0].at, "after");
     }
 }
