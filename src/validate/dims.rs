@@ -102,6 +102,9 @@ pub(crate) fn choose(model: &Model, opts: &ValidateOptions) -> Result<Option<Cho
     // Which non-batch dims take the size: all of them first, then each alone (a dim at axis 1 may be a
     // state's batch axis, as in silero's `state[2, N, 128]`, and must stay at the default then).
     let sizable: Vec<usize> = (0..unset.len()).filter(|&i| !unset[i].batch).collect();
+    if sizable.is_empty() {
+        return Ok(None);
+    }
     let mut choices = vec![sizable.clone()];
     if sizable.len() > 1 {
         choices.extend(sizable.iter().map(|&i| vec![i]));
