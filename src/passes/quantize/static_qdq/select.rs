@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use crate::error::Result;
 use crate::ir::ops::{ConvView, GemmView};
 use crate::ir::{AttrList, DataType, Graph, Node, NodeId, ValueId};
+use crate::passes::quantize::weight::glob_match as glob;
 
 use super::dataflow::{
     fed_by_compute, feeds_amplifier, is_constant, is_constant_cone, is_f32, output_tensor,
@@ -92,30 +93,6 @@ pub fn default_ops() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// `*` matches any run of characters, `?` any one character.
-pub(super) fn glob(pat: &str, s: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pat.chars().collect(), s.chars().collect());
-    // classic two-pointer wildcard match with backtracking to the last `*`
-    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
-    while j < t.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some(i);
-            mark = j;
-            i += 1;
-        } else if let Some(st) = star {
-            i = st + 1;
-            mark += 1;
-            j = mark;
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|c| *c == '*')
 }
 
 fn matches_any(pats: &[String], name: &str, op: &str) -> bool {
