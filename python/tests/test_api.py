@@ -115,6 +115,20 @@ def test_static_plan_rebuilds_the_same_bytes(model_cache, tmp_path):
     assert rw.quantize(src, mode="static", load_plan=str(plan), as_bytes=True) == calibrated
 
 
+def test_matmulnbits_format(cli, tmp_path):
+    # MatMul weights as ONNX Runtime's MatMulNBits, the same bytes as the CLI, and the report says so
+    src = FIXTURES / "mlp_matmul.onnx"
+    out = tmp_path / "q.onnx"
+    cli_run(cli, "quantize", src, out, "--format", "matmulnbits", "--block-size", "16")
+    data, report = rw.quantize(src, format="matmulnbits", block_size=16, report=True, as_bytes=True)
+    assert data == out.read_bytes()
+    model = onnx.load_from_string(data)
+    assert report["stats"]["matmulnbits"] == 2
+    assert sum(n.op_type == "MatMulNBits" and n.domain == "com.microsoft" for n in model.graph.node) == 2
+    with pytest.raises(rw.UsageError, match="power of two"):
+        rw.quantize(src, format="matmulnbits", block_size=48)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # shortcuts on a real model: onnx.checker full_check and ONNX Runtime
 
