@@ -176,8 +176,8 @@ pub(super) fn reaches_norm(g: &Graph, v: ValueId, adds: usize) -> Option<String>
 /// Ops that carry an error of their input on to their output (element-wise, linear, clipping or moving
 /// values): an 8-bit zero in their input is still a zero, or a sum of zeros, after them. A power spectrum
 /// quantised before a mel MatMul or the audio before the STFT Conv loses its quiet bins as surely as the Log
-/// input itself.
-pub(super) const PASS_THROUGH: &[&str] = &[
+/// input itself. The data-movement ops (`DATA_MOVEMENT`) carry it too: see [`passes_error_on`].
+const PASS_THROUGH: &[&str] = &[
     "Relu",
     "Clip",
     "Max",
@@ -193,17 +193,15 @@ pub(super) const PASS_THROUGH: &[&str] = &[
     "ConvTranspose",
     "AveragePool",
     "GlobalAveragePool",
-    "Reshape",
-    "Transpose",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "MaxPool",
-    "Identity",
     "Slice",
     "Concat",
     "Pad",
 ];
+
+/// Does `op` carry an error of its input on to its output (`PASS_THROUGH` or a data-movement op)?
+pub(super) fn passes_error_on(op: &str) -> bool {
+    PASS_THROUGH.contains(&op) || DATA_MOVEMENT.contains(&op)
+}
 
 /// Why reading `v` at input `slot` of `node` breaks on 8-bit values, if it does, and whether it breaks on
 /// values that come through other ops too. Log, Sqrt, Reciprocal, a Div denominator and a root or negative
@@ -238,7 +236,7 @@ fn amplifies(g: &Graph, node: &crate::ir::Node, slot: usize) -> Option<(&'static
 }
 
 /// The op that would break on an 8-bit error of `v`: read directly, or (a singular one) through at most
-/// `depth` ops that pass the error on (`PASS_THROUGH`); said as "<why> '<node>'".
+/// `depth` ops that pass the error on (`passes_error_on`); said as "<why> '<node>'".
 pub(super) fn feeds_amplifier(g: &Graph, v: ValueId, depth: usize) -> Option<String> {
     amplifier_from(g, v, depth, true)
 }
@@ -257,7 +255,7 @@ fn amplifier_from(g: &Graph, v: ValueId, depth: usize, direct: bool) -> Option<S
                 return Some(format!("{why} '{}'", node.name()));
             }
         }
-        if depth > 0 && PASS_THROUGH.contains(&node.op.op_type.as_str()) {
+        if depth > 0 && passes_error_on(&node.op.op_type) {
             for y in node.outputs.iter().flatten() {
                 if let Some(found) = amplifier_from(g, *y, depth - 1, false) {
                     return Some(found);

@@ -17,7 +17,7 @@ use crate::passes::quantize::weight::glob_match as glob;
 
 use super::dataflow::{
     fed_by_compute, feeds_amplifier, is_constant, is_constant_cone, is_f32, output_tensor,
-    produced_by, reaches_norm, DATA_MOVEMENT, FLOAT_OUT, PASS_THROUGH,
+    passes_error_on, produced_by, reaches_norm, DATA_MOVEMENT, FLOAT_OUT,
 };
 use super::StaticQdqOptions;
 
@@ -115,7 +115,7 @@ const AMPLIFIER_DEPTH: usize = 8;
 /// A node whose output carries its inputs' errors on to an op singular at 0 (or is read by Exp) stays float,
 /// inputs and all: its 8-bit inputs would zero the small values that op needs (see `dataflow::amplifies`).
 fn before_amplifier(g: &Graph, node: &Node) -> Option<String> {
-    if !PASS_THROUGH.contains(&node.op.op_type.as_str()) {
+    if !passes_error_on(&node.op.op_type) {
         return None;
     }
     let why = node

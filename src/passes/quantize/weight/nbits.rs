@@ -10,7 +10,7 @@
 //! 4-bit form shares this layout with two codes per byte (the low-bit issue).
 //!
 //! What is not converted stays for the ordinary DequantizeLinear path, with a remark saying why: B not a
-//! constant 2-D float of the main graph, A not float32, a node inside a body.
+//! constant 2-D float32 of the main graph, a node inside a body.
 
 use crate::error::Result;
 use crate::ir::{Attribute, DataType, Graph, Model, NodeId, OpKey, Patch, Tensor, ValueDef};
@@ -112,7 +112,7 @@ fn one(
     p: &mut Patch,
 ) -> Result<std::result::Result<String, String>> {
     let node = g.node(id).expect("live node");
-    let (Some(a), Some(b), Some(_)) = (node.input(0), node.input(1), node.output(0)) else {
+    let (Some(_), Some(b), Some(_)) = (node.input(0), node.input(1), node.output(0)) else {
         return Ok(Err("an input or the output is missing".into()));
     };
     let Some(w) = g.constant(b) else {
@@ -125,13 +125,7 @@ fn one(
             w.dims
         )));
     }
-    let a_float = match g.declared_type(a).and_then(|t| t.as_tensor()) {
-        Some((dt, _)) => dt == DataType::FLOAT,
-        None => g.constant(a).is_none(),
-    };
-    if !a_float {
-        return Ok(Err("A is not known to be float32".into()));
-    }
+    // MatMul takes A and B of one type, so A is float32 too
     let (k, n) = (w.dims[0] as usize, w.dims[1] as usize);
     if k == 0 || n == 0 {
         return Ok(Err("B is empty".into()));
